@@ -1,0 +1,454 @@
+"""Packing: source images -> protected, signed WebDataset shards.
+
+One pass over the source, shard by shard (a shard is the unit of work, of
+``--resume`` and of distribution across ranks)::
+
+    load + resize -> lesion boxes (masks, or Grad-CAM) -> watermark search
+    -> render exact + PNG -> seal the original pixels under the logo
+    -> write shard + index -> checkpoint progress
+    ... after the last shard: params.jsonl, rejects.jsonl, signed manifest
+
+Shard ``i`` always holds source records ``[i * shard_size, (i + 1) * shard_size)``
+and every random choice about a sample is derived from the run secret and the
+sample key, so a resumed or distributed run writes the same bytes as a single
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .crypto import Identity, commit, seal_payload
+from .data import Record, Source, load_image, load_mask
+from .errors import BadInputError, MedLockerError
+from .models import Classifier
+from .distributed import Comm
+from .owner import (
+    PARAMS_FILE,
+    REJECTS_FILE,
+    RUN_FILE,
+    OwnerSecrets,
+    ParamRecord,
+    new_run,
+    param_bytes,
+    png_bytes,
+    write_jsonl,
+)
+from .shards import ShardInfo, SampleRecord, pixel_digest, build_restoration, write_manifest, write_shard
+from .shards.fs import is_local
+from .watermark import Placement, SearchConfig, boxes_from_masks, gradcam_boxes, protect, render_exact
+from .watermark import learn_logo
+
+__all__ = ["PackConfig", "PackSummary", "pack", "created_time"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """How to pack. The watermark search itself is configured by ``search``."""
+
+    search: SearchConfig = field(default_factory=SearchConfig)
+    shard_size: int = 256
+    batch_size: int = 32
+    resize: int | None = None
+    prefix: str = "shard"
+    workers: int = 2
+
+
+@dataclass
+class PackSummary:
+    """What a packing run did; ``to_dict`` is printed by the CLI."""
+
+    dataset_id: str
+    dest: str
+    secrets: str
+    total: int = 0
+    protected: int = 0
+    fooled: int = 0
+    clean_correct: int = 0
+    protected_correct: int = 0
+    queries: list[int] = field(default_factory=list)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    shards: int = 0
+    seconds: float = 0.0
+    manifest_digest: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        n = max(self.protected, 1)
+        q = sorted(self.queries) or [0]
+        return {
+            "dataset_id": self.dataset_id,
+            "dest": self.dest,
+            "secrets": self.secrets,
+            "images": self.total,
+            "protected": self.protected,
+            "rejected": len(self.rejects),
+            "shards": self.shards,
+            "attack_success_rate": self.fooled / n,
+            "surrogate_clean_accuracy": self.clean_correct / n,
+            "surrogate_protected_accuracy": self.protected_correct / n,
+            "median_queries": float(np.median(q)),
+            "mean_queries": float(np.mean(q)),
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.protected / self.seconds, 2) if self.seconds else None,
+            "manifest_digest": self.manifest_digest,
+            "rejects": self.rejects,
+        }
+
+
+def created_time(now: datetime | None = None) -> datetime:
+    """The run's creation time: ``SOURCE_DATE_EPOCH`` if set (reproducible builds), else now."""
+    if now is not None:
+        return now
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        return datetime.fromtimestamp(int(epoch), timezone.utc)
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+# -- reading one record --------------------------------------------------------
+
+
+def _load(record: Record, resize: int | None) -> tuple[np.ndarray, list[tuple[int, int, int, int]] | None]:
+    """Image (uint8 HxWx3) and lesion boxes from mask files (None: no masks)."""
+    image = load_image(record.path)
+    if resize:
+        image = np.asarray(Image.fromarray(image).resize((resize, resize), Image.BICUBIC))
+    if not record.masks:
+        return image, None
+    h, w = image.shape[:2]
+    masks = [load_mask(m, (h, w)) for m in record.masks]
+    return image, boxes_from_masks(masks)
+
+
+def _check_dest(dest: str, secrets: Path) -> None:
+    if is_local(dest):
+        d, s = Path(dest).resolve(), secrets.resolve()
+        if d == s or d in s.parents or s in d.parents:
+            raise ValueError(
+                f"the secrets folder {secrets} and the published location {dest} overlap: "
+                "owner secrets must never be published; choose separate folders"
+            )
+
+
+# -- one shard -----------------------------------------------------------------
+
+
+def _protect_shard(
+    records: Sequence[Record],
+    shard: int,
+    *,
+    run: OwnerSecrets,
+    surrogates: Sequence[Classifier],
+    logo: np.ndarray,
+    logo_sha256: str,
+    classes: Sequence[str],
+    config: PackConfig,
+    device: torch.device,
+    pool: ThreadPoolExecutor,
+    on_batch: Callable[[int, int], None],
+    summary: PackSummary,
+) -> tuple[list[SampleRecord], list[ParamRecord]]:
+    loaded: list[tuple[Record, np.ndarray, list | None]] = []
+    for rec, fut in [(r, pool.submit(_load, r, config.resize)) for r in records]:
+        try:
+            image, boxes = fut.result()
+        except (BadInputError, OSError, ValueError) as e:
+            summary.rejects.append({"key": rec.key, "path": rec.path, "reason": str(e)})
+            log.warning("rejected %s: %s", rec.path, e)
+            on_batch(0, 0)
+            continue
+        loaded.append((rec, image, boxes))
+
+    # Group by size: the search batches images of one size.
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, (_, image, _) in enumerate(loaded):
+        by_size.setdefault(image.shape[:2], []).append(i)
+
+    samples: list[SampleRecord | None] = [None] * len(loaded)
+    params: list[ParamRecord | None] = [None] * len(loaded)
+    for idx in by_size.values():
+        for start in range(0, len(idx), config.batch_size):
+            chunk = idx[start : start + config.batch_size]
+            images = np.stack([loaded[i][1] for i in chunk])
+            labels = [loaded[i][0].label for i in chunk]
+            boxes = [loaded[i][2] for i in chunk]
+            if any(b is None for b in boxes):
+                x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
+                cam = gradcam_boxes(surrogates[0], x, torch.tensor(labels, device=device))
+                boxes = [b if b is not None else c for b, c in zip(boxes, cam)]
+            seeds = [run.sample_seed(loaded[i][0].key) for i in chunk]
+            with torch.no_grad():
+                x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
+                clean = surrogates[0](x).argmax(1).cpu().tolist()
+            results = protect(
+                images, labels, boxes, surrogates, logo=logo, config=config.search, device=device, seeds=seeds
+            )
+            futs = [
+                pool.submit(
+                    _finish_sample, loaded[i][0], loaded[i][1], res, shard=shard, run=run, logo=logo,
+                    logo_sha256=logo_sha256, classes=classes, clean_correct=c == lab,
+                )
+                for i, res, c, lab in zip(chunk, results, clean, labels)
+            ]
+            for i, fut in zip(chunk, futs):
+                samples[i], params[i] = fut.result()
+            on_batch(len(chunk), sum(r.success for r in results))
+    return [s for s in samples if s is not None], [p for p in params if p is not None]
+
+
+def _finish_sample(
+    record: Record,
+    image: np.ndarray,
+    result: Any,
+    *,
+    shard: int,
+    run: OwnerSecrets,
+    logo: np.ndarray,
+    logo_sha256: str,
+    classes: Sequence[str],
+    clean_correct: bool,
+) -> tuple[SampleRecord, ParamRecord]:
+    """Render, encode, seal and commit one sample (runs in a worker thread)."""
+    p: Placement | None = result.placement
+    if p is None:
+        raise MedLockerError(f"{record.path}: no watermark placement ({result.status})")
+    protected = render_exact(image, logo, p)
+    png = png_bytes(protected)
+    wm_digest = "sha256:" + hashlib.sha256(png).hexdigest()
+    payload = seal_payload(
+        run.content_key,
+        build_restoration(image, p.box),
+        dataset_id=run.dataset_id,
+        sample_key=record.key,
+        watermarked_digest=wm_digest,
+        nonce=run.sample_bytes("nonce", record.key, 12),
+    )
+    salt = run.sample_bytes("salt", record.key, 32)
+    placement = p.to_dict()
+    commitment = commit(
+        param_bytes(dataset_id=run.dataset_id, key=record.key, placement=placement, logo_sha256=logo_sha256), salt
+    )
+    h, w = image.shape[:2]
+    sample = SampleRecord(
+        key=record.key,
+        label=record.label,
+        class_name=classes[record.label],
+        png=png,
+        width=w,
+        height=h,
+        orig_sha256=pixel_digest(image),
+        payload=payload,
+        commitment=commitment,
+    )
+    param = ParamRecord(
+        key=record.key,
+        label=record.label,
+        shard=shard,
+        placement=placement,
+        salt=salt.hex(),
+        commitment=commitment,
+        success=bool(result.success),
+        queries=int(result.queries),
+        margin=float(result.margin),
+        status=result.status,
+        clean_correct=bool(clean_correct),
+    )
+    return sample, param
+
+
+# -- the run -------------------------------------------------------------------
+
+
+def pack(
+    source: Source,
+    dest: str,
+    *,
+    owner: Identity,
+    secrets: str | os.PathLike[str],
+    surrogates: Sequence[Classifier],
+    logo: np.ndarray,
+    config: PackConfig = PackConfig(),
+    resume: bool = False,
+    storage_options: dict[str, Any] | None = None,
+    device: str | torch.device = "cpu",
+    now: datetime | None = None,
+    test_seed: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    comm: Comm | None = None,
+) -> PackSummary:
+    """Protect ``source`` and publish it at ``dest``; owner secrets go to ``secrets``.
+
+    Args:
+        source: the opened input (``medlocker.data.open_source``).
+        dest: local folder or fsspec URL of the published dataset.
+        owner: the owner's private identity (signs the manifest).
+        secrets: local folder for the owner's secrets; never inside ``dest``.
+        surrogates: the models in the search loop (an ensemble if several).
+        logo: RGBA uint8 logo; in ``learned`` mode its colours are optimised once.
+        config: shard size, batch size, resize, and the search configuration.
+        resume: continue the run whose secrets are in ``secrets``.
+        progress: ``callback(images_done, images_fooled)`` per batch.
+        comm: ranks and collectives (:mod:`medlocker.distributed`); rank ``r``
+            packs shards ``r, r + world_size, ...`` and rank 0 signs the manifest.
+
+    Returns:
+        A :class:`PackSummary` (aggregated over ranks on rank 0).
+
+    Raises:
+        FileExistsError: ``secrets`` holds a run and ``resume`` is false.
+        ValueError: ``secrets`` and ``dest`` overlap.
+    """
+    t0 = time.perf_counter()
+    secrets = Path(secrets)
+    _check_dest(dest, secrets)
+    device = torch.device(device)
+    comm = comm or Comm()
+    progress = progress or (lambda done, fooled: None)
+
+    settings = {
+        "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.search.__dict__.items()},
+        "shard_size": config.shard_size,
+        "resize": config.resize,
+        "prefix": config.prefix,
+        "surrogates": [m.arch for m in surrogates],
+        "source": str(source.root),
+    }
+    if comm.rank == 0 and not resume:
+        new_run(secrets, owner, created=created_time(now), settings=settings, test_seed=test_seed)
+    _share_file(comm, secrets / RUN_FILE)
+    run = OwnerSecrets.load(secrets, owner)
+    if run.info["settings"] != json.loads(json.dumps(settings)):
+        raise ValueError(f"{secrets}: --resume with different settings than the interrupted run; use the same options")
+    search = replace(config.search, seed=run.search_seed)
+    config = replace(config, search=search)
+
+    for m in surrogates:
+        m.to(device).eval()
+
+    # The logo: fixed, or learned once (rank 0), then read back by every rank.
+    if comm.rank == 0 and not run.logo_path.exists():
+        if search.logo_mode == "learned":
+            logo = _learn(source, logo, surrogates, config, run, device)
+        run.save_logo(logo)
+    _share_file(comm, run.logo_path)
+    logo = run.load_logo()
+    logo_sha256 = "sha256:" + hashlib.sha256(run.logo_path.read_bytes()).hexdigest()
+
+    records = source.records
+    n_shards = (len(records) + config.shard_size - 1) // config.shard_size
+    summary = PackSummary(dataset_id=run.dataset_id, dest=dest, secrets=str(secrets), total=len(records))
+    mine = range(comm.rank, n_shards, comm.world_size)
+    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
+        for i in mine:
+            done = run.progress_dir / f"shard-{i:06d}.json"
+            part = records[i * config.shard_size : (i + 1) * config.shard_size]
+            if done.exists():
+                progress(len(part), json.loads(done.read_text())["fooled"])
+                continue
+            samples, params = _protect_shard(
+                part, i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
+                classes=source.classes, config=config, device=device, pool=pool,
+                on_batch=progress, summary=summary,
+            )
+            info = write_shard(
+                dest, i, samples, dataset_id=run.dataset_id, prefix=config.prefix, storage_options=storage_options
+            ) if samples else None
+            _checkpoint(done, info, params, summary.rejects, part)
+
+    # Rank 0 assembles every rank's checkpoints (secrets folders need not be shared).
+    states = {i: (run.progress_dir / f"shard-{i:06d}.json").read_text() for i in mine}
+    everything = comm.all_gather(states)
+    if comm.rank != 0:
+        summary.seconds = time.perf_counter() - t0
+        return summary
+    infos, params, rejects = [], [], []
+    merged = {i: text for part in everything for i, text in part.items()}
+    for i in range(n_shards):
+        state = json.loads(merged[i])
+        if state["shard"] is not None:
+            infos.append(ShardInfo.from_dict(state["shard"]))
+        params += state["params"]
+        rejects += state["rejects"]
+    write_jsonl(secrets / PARAMS_FILE, sorted(params, key=lambda r: r["key"]))
+    write_jsonl(secrets / REJECTS_FILE, rejects)
+    _summarise(summary, params, rejects)
+    summary.shards = len(infos)
+    summary.manifest_digest = write_manifest(
+        dest,
+        owner,
+        dataset_id=run.dataset_id,
+        shards=infos,
+        classes=source.classes,
+        logo_sha256=logo_sha256,
+        created=run.created,
+        storage_options=storage_options,
+    )
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _share_file(comm: Comm, path: Path) -> None:
+    """Copy rank 0's file to every rank that lacks it (ranks may not share a disk)."""
+    if not comm.distributed:
+        return
+    data = comm.broadcast(path.read_bytes() if comm.rank == 0 else None)
+    if comm.rank != 0 and (not path.exists() or path.read_bytes() != data):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        (path.parent / "progress").mkdir(exist_ok=True)
+        path.write_bytes(data)
+
+
+def _checkpoint(path: Path, info: ShardInfo | None, params: list[ParamRecord], rejects: list[dict], part) -> None:
+    keys = {r.key for r in part}
+    state = {
+        "shard": info.to_dict() if info else None,
+        "params": [p.to_dict() for p in params],
+        "rejects": [r for r in rejects if r["key"] in keys],
+        "fooled": sum(p.success for p in params),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def _summarise(summary: PackSummary, params: list[dict], rejects: list[dict]) -> None:
+    """Totals from the checkpoints, so resumed and distributed runs report everything."""
+    summary.protected = len(params)
+    summary.fooled = sum(p["success"] for p in params)
+    summary.protected_correct = summary.protected - summary.fooled
+    summary.clean_correct = sum(p["clean_correct"] for p in params)
+    summary.queries = [p["queries"] for p in params]
+    summary.rejects = rejects
+
+
+def _learn(source: Source, logo, surrogates, config: PackConfig, run: OwnerSecrets, device) -> np.ndarray:
+    """Learn the logo's colours once on the first images of the source."""
+    picks = []
+    for rec in source.records[: max(8, config.batch_size)]:
+        try:
+            picks.append((rec, *_load(rec, config.resize)))
+        except BadInputError:
+            continue
+    size = picks[0][1].shape[:2]
+    picks = [p for p in picks if p[1].shape[:2] == size]
+    images = np.stack([p[1] for p in picks])
+    labels = [p[0].label for p in picks]
+    boxes = [p[2] or [] for p in picks]
+    gen = torch.Generator().manual_seed(run.search_seed)
+    return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.search, generator=gen)
