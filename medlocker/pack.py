@@ -49,7 +49,7 @@ from .owner import (
     write_jsonl,
 )
 from .shards import ShardInfo, SampleRecord, pixel_digest, build_restoration, write_manifest, write_shard
-from .shards.fs import is_local
+from .shards.fs import is_local, url_to_fs
 from .watermark import Placement, SearchConfig, boxes_from_masks, gradcam_boxes, protect, render_exact
 from .watermark import learn_logo
 
@@ -133,12 +133,13 @@ def _load(record: Record, resize: int | None) -> tuple[np.ndarray, list[tuple[in
         return image, None
     h, w = image.shape[:2]
     masks = [load_mask(m, (h, w)) for m in record.masks]
-    return image, boxes_from_masks(masks)
+    return image, boxes_from_masks(masks, min_area=1)  # every lesion pixel is protected
 
 
-def _check_dest(dest: str, secrets: Path) -> None:
-    if is_local(dest):
-        d, s = Path(dest).resolve(), secrets.resolve()
+def _check_dest(dest: str, secrets: Path, storage_options: dict[str, Any] | None) -> None:
+    fs, path = url_to_fs(dest, storage_options)
+    if is_local(fs):
+        d, s = Path(path).resolve(), secrets.resolve()
         if d == s or d in s.parents or s in d.parents:
             raise ValueError(
                 f"the secrets folder {secrets} and the published location {dest} overlap: "
@@ -199,14 +200,24 @@ def _protect_shard(
             results = protect(
                 images, labels, boxes, surrogates, logo=logo, config=config.search, device=device, seeds=seeds
             )
+            keep = []
+            for i, res in zip(chunk, results):
+                if res.placement is None:
+                    rec = loaded[i][0]
+                    reason = f"no lesion-free place for the logo ({res.status}); try a smaller --logo-scale"
+                    summary.rejects.append({"key": rec.key, "path": rec.path, "reason": reason})
+                    log.warning("rejected %s: %s", rec.path, reason)
+                else:
+                    keep.append(i)
             futs = [
                 pool.submit(
                     _finish_sample, loaded[i][0], loaded[i][1], res, shard=shard, run=run, logo=logo,
                     logo_sha256=logo_sha256, classes=classes, clean_correct=c == lab,
                 )
                 for i, res, c, lab in zip(chunk, results, clean, labels)
+                if res.placement is not None
             ]
-            for i, fut in zip(chunk, futs):
+            for i, fut in zip(keep, futs):
                 samples[i], params[i] = fut.result()
             on_batch(len(chunk), sum(r.success for r in results))
     return [s for s in samples if s is not None], [p for p in params if p is not None]
@@ -225,9 +236,7 @@ def _finish_sample(
     clean_correct: bool,
 ) -> tuple[SampleRecord, ParamRecord]:
     """Render, encode, seal and commit one sample (runs in a worker thread)."""
-    p: Placement | None = result.placement
-    if p is None:
-        raise MedLockerError(f"{record.path}: no watermark placement ({result.status})")
+    p: Placement = result.placement
     protected = render_exact(image, logo, p)
     png = png_bytes(protected)
     wm_digest = "sha256:" + hashlib.sha256(png).hexdigest()
@@ -316,7 +325,7 @@ def pack(
     """
     t0 = time.perf_counter()
     secrets = Path(secrets)
-    _check_dest(dest, secrets)
+    _check_dest(dest, secrets, storage_options)
     device = torch.device(device)
     comm = comm or Comm()
     progress = progress or (lambda done, fooled: None)
@@ -350,6 +359,9 @@ def pack(
     logo = run.load_logo()
     logo_sha256 = "sha256:" + hashlib.sha256(run.logo_path.read_bytes()).hexdigest()
 
+    if resume and comm.rank == 0:
+        _remove_partial_files(dest, storage_options)
+    comm.barrier()
     records = source.records
     n_shards = (len(records) + config.shard_size - 1) // config.shard_size
     summary = PackSummary(dataset_id=run.dataset_id, dest=dest, secrets=str(secrets), total=len(records))
@@ -401,6 +413,14 @@ def pack(
     )
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def _remove_partial_files(dest: str, storage_options: dict[str, Any] | None) -> None:
+    """Delete the temporary files an interrupted local run left behind."""
+    fs, path = url_to_fs(dest, storage_options)
+    if is_local(fs) and fs.exists(path):
+        for tmp in fs.glob(path.rstrip("/") + "/.*.tmp"):
+            fs.rm(tmp)
 
 
 def _share_file(comm: Comm, path: Path) -> None:

@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient (white-box, fewest queries), blackbox (scores only), bhe (the Adv-watermark baseline)")
     s.add_argument("--budget", type=int, default=1000, metavar="Q", help="max model queries per image (default %(default)s)")
     s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
+    s.add_argument("--lesion-margin", type=int, default=4, metavar="PX",
+                   help="pixels kept between the logo and any lesion box (default %(default)s)")
     s.add_argument("--eot", default="", metavar="VIEWS",
                    help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
     s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images searched together (default %(default)s)")
@@ -99,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
                 optimizer=args.optimizer,
                 budget=args.budget,
                 logo_scale=args.logo_scale,
+                lesion_margin=args.lesion_margin,
                 eot=tuple(v for v in args.eot.split(",") if v),
                 logo_mode=args.logo_mode,
             ),

@@ -1,0 +1,237 @@
+"""Ownership proofs: show that a leaked image came from a packing run.
+
+The signed index of every shard publishes, per sample, a salted commitment to
+its watermark parameters. The owner keeps the plain parameters and salts. To
+claim a suspect image, the owner
+
+1. finds the published sample it derives from (thumbnail similarity, robust to
+   JPEG and mild resizing), then
+2. scores whether the suspect carries *that* sample's logo residual at *that*
+   placement (the correlation of ``suspect - original`` with
+   ``published - original`` inside the logo box), and
+3. reveals the parameters and the salt that open the signed commitment.
+
+Anyone with the owner's public key and the published dataset can check the
+proof (:func:`check_proof`): the manifest signature, the index digest, the
+commitment opening, and -- given the suspect image -- that it matches the
+published sample inside the revealed box.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .crypto import PublicIdentity, canonical_json, check_commitment, open_payload, parse_json_strict
+from .errors import FormatError, IntegrityError
+from .owner import OwnerSecrets, param_bytes
+from .shards import fs as _fs
+from .shards import layout, read_manifest
+from .shards.index import parse_index
+from .shards.manifest import Manifest
+from .shards.payload import apply_restoration, sha256_digest
+from .watermark import Placement
+
+__all__ = ["Proof", "ProofCheck", "prove", "check_proof", "PROOF_FORMAT"]
+
+PROOF_FORMAT = "medlocker.proof"
+PROOF_VERSION = 1
+MATCH_THRESHOLD = 0.5
+_THUMB = 32
+
+
+@dataclass(frozen=True)
+class Proof:
+    """What ``prove`` found; ``to_bytes`` is the proof file (canonical JSON)."""
+
+    doc: dict[str, Any]
+
+    @property
+    def score(self) -> float:
+        return self.doc["score_milli"] / 1000
+
+    @property
+    def matched(self) -> bool:
+        return self.score >= MATCH_THRESHOLD
+
+    def to_bytes(self) -> bytes:
+        return canonical_json(self.doc)
+
+
+@dataclass(frozen=True)
+class ProofCheck:
+    """The outcome of :func:`check_proof`."""
+
+    key: str
+    commitment_opens: bool
+    box_similarity: float | None  # suspect vs published sample inside the box, if an image was given
+
+    @property
+    def ok(self) -> bool:
+        return self.commitment_opens and (self.box_similarity is None or self.box_similarity >= 0.8)
+
+
+def _gray(img: np.ndarray) -> np.ndarray:
+    return img.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _thumb(img: np.ndarray) -> np.ndarray:
+    t = np.asarray(Image.fromarray(img).resize((_THUMB, _THUMB), Image.BILINEAR))
+    v = _gray(t).ravel()
+    v = v - v.mean()
+    return v / (np.linalg.norm(v) + 1e-6)
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-6))
+
+
+def _to_size(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    if img.shape[:2] == hw:
+        return img
+    return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BICUBIC))
+
+
+def _decode(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _shard_members(url: str, storage_options: dict | None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: bytes}) per sample of one shard, streamed."""
+    current, members = None, {}
+    with _fs.open_read(url, storage_options) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+        for info in tar:
+            parts = layout.split_member_name(info.name) if info.isfile() else None
+            if parts is None:
+                continue
+            key, ext = parts
+            if key != current and current is not None:
+                yield current, members
+                members = {}
+            current = key
+            members[ext] = tar.extractfile(info).read()
+    if current is not None:
+        yield current, members
+
+
+def _index(manifest: Manifest, dest: str, shard_name: str, storage_options: dict | None):
+    info = next((s for s in manifest.shards if s.name == shard_name), None)
+    if info is None:
+        raise FormatError(f"shard {shard_name!r} is not in the manifest of {dest}")
+    data = _fs.read_bytes(_fs.join(dest, info.index), storage_options, max_size=256 * 2**20)
+    return parse_index(data, expected_sha256=info.index_sha256, shard=info.name, dataset_id=manifest.dataset_id)
+
+
+def prove(
+    suspect: np.ndarray,
+    *,
+    secrets: OwnerSecrets,
+    dest: str,
+    owner: PublicIdentity,
+    storage_options: dict[str, Any] | None = None,
+    candidates: int = 5,
+) -> Proof:
+    """Find the published sample ``suspect`` (uint8 HxWx3) derives from and build a proof.
+
+    Raises:
+        FormatError: the dataset has no samples, or the secrets lack a sample's parameters.
+    """
+    manifest = read_manifest(dest, owner, storage_options=storage_options)
+    if manifest.dataset_id != secrets.dataset_id:
+        raise FormatError(f"{secrets.root} holds the secrets of {secrets.dataset_id}, not of {dest}")
+    target = _thumb(suspect)
+    scored: list[tuple[float, str, str]] = []
+    for shard in manifest.shards:
+        for key, m in _shard_members(_fs.join(dest, shard.name), storage_options):
+            scored.append((float(_thumb(_decode(m[layout.EXT_IMAGE])) @ target), key, shard.name))
+    if not scored:
+        raise FormatError(f"{dest} holds no samples")
+    scored.sort(reverse=True)
+    params = secrets.params()
+
+    best: tuple[float, float, str, str] | None = None
+    for sim, key, shard_name in scored[:candidates]:
+        m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
+        published = _decode(m[layout.EXT_IMAGE])
+        plain = open_payload(
+            secrets.content_key, m[layout.EXT_SEAL], dataset_id=secrets.dataset_id, sample_key=key,
+            watermarked_digest=sha256_digest(m[layout.EXT_IMAGE]),
+        )
+        original = apply_restoration(published, plain)
+        x0, y0, x1, y1 = Placement.from_dict(params[key].placement).box
+        s = _to_size(suspect, published.shape[:2]).astype(np.float32)
+        score = _cosine(s[y0:y1, x0:x1] - original[y0:y1, x0:x1], published[y0:y1, x0:x1] - original[y0:y1, x0:x1].astype(np.float32))
+        if best is None or score > best[0]:
+            best = (score, sim, key, shard_name)
+    assert best is not None
+    score, sim, key, shard_name = best
+    rec = params[key]
+    doc = {
+        "format": PROOF_FORMAT,
+        "version": PROOF_VERSION,
+        "dataset_id": manifest.dataset_id,
+        "manifest_digest": manifest.digest,
+        "owner_key_id": manifest.owner_key_id,
+        "shard": shard_name,
+        "key": key,
+        "placement": rec.placement,
+        "salt": rec.salt,
+        "logo_sha256": manifest.logo_sha256,
+        "commitment": rec.commitment,
+        "score_milli": int(round(score * 1000)),
+        "thumbnail_similarity_milli": int(round(sim * 1000)),
+        "suspect_sha256": sha256_digest(np.ascontiguousarray(suspect).tobytes()),
+    }
+    return Proof(doc)
+
+
+def check_proof(
+    proof: bytes,
+    *,
+    dest: str,
+    owner: PublicIdentity,
+    suspect: np.ndarray | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> ProofCheck:
+    """Check a proof with only the owner's public key and the published dataset.
+
+    Raises:
+        FormatError: malformed proof; SignatureError: manifest not signed by ``owner``;
+        IntegrityError: the proof is for another dataset or its commitment does not open.
+    """
+    doc = parse_json_strict(proof)
+    if not isinstance(doc, dict) or doc.get("format") != PROOF_FORMAT or doc.get("version") != PROOF_VERSION:
+        raise FormatError("not a MedLocker proof (unknown format or version)")
+    try:
+        key, shard_name, salt = doc["key"], doc["shard"], bytes.fromhex(doc["salt"])
+        placement = Placement.from_dict(doc["placement"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise FormatError(f"malformed proof: {e}") from None
+    manifest = read_manifest(dest, owner, storage_options=storage_options)
+    if doc.get("dataset_id") != manifest.dataset_id or doc.get("manifest_digest") != manifest.digest:
+        raise IntegrityError(f"the proof is for dataset {doc.get('dataset_id')}, not for {dest}")
+    entry = _index(manifest, dest, shard_name, storage_options).entries.get(key)
+    if entry is None:
+        raise IntegrityError(f"sample {key!r} is not in shard {shard_name}")
+    data = param_bytes(
+        dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=manifest.logo_sha256
+    )
+    opens = entry.commitment == doc.get("commitment") and check_commitment(entry.commitment, data, salt)
+    similarity = None
+    if suspect is not None:
+        m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
+        if sha256_digest(m[layout.EXT_IMAGE]) != entry.wm_sha256:
+            raise IntegrityError(f"{shard_name}: sample {key!r} does not match its signed digest")
+        published = _decode(m[layout.EXT_IMAGE])
+        x0, y0, x1, y1 = placement.box
+        s = _to_size(suspect, published.shape[:2])
+        similarity = _cosine(s[y0:y1, x0:x1].astype(np.float32), published[y0:y1, x0:x1].astype(np.float32))
+    return ProofCheck(key=key, commitment_opens=bool(opens), box_similarity=similarity)

@@ -1,0 +1,90 @@
+"""Ownership proofs: a leaked (re-encoded, resized) image is traced to its sample."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medlocker.crypto import Identity
+from medlocker.data import generate_fundus, open_source, write_synthetic_dataset
+from medlocker.errors import FormatError, IntegrityError, SignatureError
+from medlocker.models import build_classifier
+from medlocker.owner import OwnerSecrets
+from medlocker.pack import PackConfig, pack
+from medlocker.proof import check_proof, prove
+from medlocker.shards import read_manifest
+from medlocker.watermark import SearchConfig, default_logo
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def packed(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("proof")
+    source = open_source(write_synthetic_dataset(tmp / "src", n=8, size=SIZE, seed=11, progress=False))
+    with torch.random.fork_rng():
+        torch.manual_seed(1)
+        model = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
+    owner = Identity.generate(name="owner")
+    dest, secrets = tmp / "ds", tmp / "secrets"
+    pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=default_logo(),
+         config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.03, lesion_margin=1),
+                           shard_size=3))
+    run = OwnerSecrets.load(secrets, owner)
+    published = {}
+    import webdataset as wds
+
+    manifest = read_manifest(str(dest), owner.public)
+    for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil"):
+        published[x["__key__"]] = np.asarray(x["png"].convert("RGB"))
+    return {"dest": str(dest), "owner": owner, "run": run, "published": published}
+
+
+def _jpeg_and_resize(img: np.ndarray, quality: int, scale: float) -> np.ndarray:
+    h, w = img.shape[:2]
+    im = Image.fromarray(img).resize((round(w * scale), round(h * scale)), Image.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=quality)
+    return np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+@pytest.mark.parametrize("quality,scale", [(95, 1.0), (75, 1.0), (75, 0.8)])
+def test_leaked_image_is_traced_and_the_proof_checks(packed, quality, scale):
+    key = sorted(packed["published"])[2]
+    suspect = _jpeg_and_resize(packed["published"][key], quality, scale)
+    proof = prove(suspect, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
+    assert proof.doc["key"] == key
+    assert proof.matched, proof.doc
+    result = check_proof(proof.to_bytes(), dest=packed["dest"], owner=packed["owner"].public, suspect=suspect)
+    assert result.ok and result.commitment_opens and result.box_similarity > 0.8
+
+
+def test_unrelated_image_does_not_match(packed):
+    other = generate_fundus(999, 0, SIZE).image
+    proof = prove(other, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
+    assert not proof.matched
+
+
+def test_tampered_or_foreign_proofs_are_rejected(packed):
+    key = sorted(packed["published"])[0]
+    proof = prove(packed["published"][key], secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
+    doc = json.loads(proof.to_bytes())
+    doc["salt"] = "00" * 32
+    bad = json.dumps(doc).encode()
+    assert not check_proof(bad, dest=packed["dest"], owner=packed["owner"].public).commitment_opens
+    doc = json.loads(proof.to_bytes())
+    doc["placement"]["x"] += 1
+    assert not check_proof(json.dumps(doc).encode(), dest=packed["dest"], owner=packed["owner"].public).ok
+    doc = json.loads(proof.to_bytes())
+    doc["dataset_id"] = "mld-" + "0" * 32
+    with pytest.raises(IntegrityError):
+        check_proof(json.dumps(doc).encode(), dest=packed["dest"], owner=packed["owner"].public)
+    with pytest.raises(SignatureError):
+        check_proof(proof.to_bytes(), dest=packed["dest"], owner=Identity.generate().public)
+    with pytest.raises((FormatError, ValueError)):
+        check_proof(b"not json", dest=packed["dest"], owner=packed["owner"].public)
