@@ -1,0 +1,297 @@
+"""The reproducible end-to-end evaluation, from synthetic sources.
+
+``run_from_sources`` synthesizes fundus images, trains (or reuses) one
+classifier per architecture, protects a disjoint set of images with
+:func:`medlocker.watermark.protect` under each search configuration, evaluates
+every configuration with :func:`medlocker.report.evaluate.evaluate` and writes
+the reports. Trained checkpoints and the training set are cached in the output
+folder, so a second run only repeats the search and the evaluation.
+
+Search configurations (``RunConfig.configs``):
+
+* ``single``: the first surrogate alone;
+* ``ensemble``: all surrogates together;
+* ``*_eot`` (``single_eot``, ``ensemble_eot``): the same with expectation over
+  the JPEG q75 / resize x0.5 / median 3x3 views the report measures.
+
+The models not named in a configuration's surrogates are its black-box
+(held-out) models. The packed-dataset path (protected shards + owner secrets)
+feeds :func:`~medlocker.report.evaluate.evaluate` the same arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from medlocker.report import figures as fig
+from medlocker.report.evaluate import EvalOptions, evaluate
+from medlocker.report.html import write_report
+from medlocker.report.metrics import accuracy, predict
+from medlocker.report.removal import ATTACKS
+from medlocker.report.robustness import TRANSFORMS
+
+__all__ = ["RunConfig", "QUICK", "FULL", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
+
+log = logging.getLogger(__name__)
+
+EOT_VIEWS = ("jpeg75", "resize0.5", "median3")
+CONFIG_NAMES = ("single", "single_eot", "ensemble", "ensemble_eot")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """One end-to-end evaluation run.
+
+    Attributes:
+        n_images: images protected and evaluated.
+        n_train: images the classifiers are trained on (disjoint indices, same seed).
+        size: image side in pixels; also the classifiers' input size.
+        archs: architectures to train and evaluate.
+        surrogates: architectures used in the search; the first is the ``single``
+            surrogate, all of them the ``ensemble``. Each must be in ``archs``.
+        epochs: training epochs per architecture.
+        configs: search configurations to run, from :data:`CONFIG_NAMES`; the
+            last one is the primary report.
+        optimizer: search optimizer (``medlocker.watermark.SearchConfig.optimizer``).
+        budget: most model queries per image.
+        transfer_sources: architectures each protected as a lone surrogate, for
+            a full source x target transfer heat map (costs one search each).
+        transforms, attacks: what the report measures.
+        seed: data, training and search seed.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
+    """
+
+    n_images: int = 500
+    n_train: int = 2000
+    size: int = 224
+    archs: tuple[str, ...] = (
+        "resnet18", "smallcnn", "mobilenet_v3_large", "efficientnet_b0", "vgg16", "densenet121", "vit_tiny",
+        "resnet50", "convnext_tiny",
+    )
+    surrogates: tuple[str, ...] = ("resnet18", "smallcnn")
+    epochs: int = 10
+    configs: tuple[str, ...] = ("single", "ensemble_eot")
+    optimizer: str = "gradient"
+    budget: int = 1000
+    transfer_sources: tuple[str, ...] = ()
+    transforms: tuple[str, ...] = tuple(TRANSFORMS)
+    attacks: tuple[str, ...] = ATTACKS
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.n_images < 1 or self.n_train < 10 or self.size < 32 or self.epochs < 1:
+            raise ValueError("need n_images >= 1, n_train >= 10, size >= 32 and epochs >= 1")
+        missing = [a for a in (*self.surrogates, *self.transfer_sources) if a not in self.archs]
+        if missing or not self.surrogates:
+            raise ValueError(f"surrogates and transfer sources must be among archs {self.archs}; missing {missing}")
+        bad = [c for c in self.configs if c not in CONFIG_NAMES]
+        if bad or not self.configs:
+            raise ValueError(f"unknown configs {bad}; known: {', '.join(CONFIG_NAMES)}")
+
+
+FULL = RunConfig()
+"""The benchmark: 500 images at 224 px, nine architectures (meant for a GPU)."""
+
+QUICK = RunConfig(
+    n_images=60, n_train=400, size=64, archs=("smallcnn", "vit_tiny", "resnet18"),
+    surrogates=("smallcnn", "vit_tiny"), epochs=6, budget=100, device="cpu",
+    transforms=("jpeg75", "resize0.5", "median3", "blur", "crop", "rotate"),
+)
+"""A few minutes on CPU: 60 images at 64 px, three small architectures (resnet18 held out)."""
+
+
+def run_from_sources(
+    config: RunConfig,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Synthesize, train (cached), protect, evaluate and write the reports.
+
+    Writes ``out_dir/<config>/report.{json,html}`` per search configuration and
+    ``out_dir/report.{json,html}``: the primary (last) configuration with a
+    comparison of all of them and the transfer heat map.
+
+    Args:
+        config: what to run.
+        out_dir: output folder (also holds the cache: ``train-data-*``, ``models/``).
+        progress: tqdm bars for synthesis and training.
+        on_stage: called with a short description as each stage starts.
+
+    Returns:
+        ``{"report": path of the primary report.html, "comparison": rows,
+        "timings": stage -> seconds, "primary": the primary report dict}``.
+    """
+    from medlocker.models import resolve_device
+    from medlocker.watermark import default_logo
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = on_stage or (lambda s: log.info("%s", s))
+    timings: dict[str, float] = {}
+    device = resolve_device(config.device)
+    logo = default_logo()
+
+    t = time.perf_counter()
+    stage(f"synthesizing {config.n_images} evaluation images at {config.size} px")
+    originals, labels, lesion_boxes = _evaluation_images(config)
+    timings["synthesize"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    models = _trained_models(config, out, device, progress, stage)
+    timings["train_or_load"] = time.perf_counter() - t
+
+    runs: dict[str, dict[str, Any]] = {}
+    for name in config.configs:
+        surrogates = _surrogates_for(name, config)
+        stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
+        t = time.perf_counter()
+        protected, placements, queries = _protect(originals, labels, lesion_boxes, models, surrogates, name, config,
+                                                  logo, device)
+        wall = time.perf_counter() - t
+        timings[f"protect_{name}"] = wall
+        stage(f"evaluating {name}")
+        t = time.perf_counter()
+        options = EvalOptions(
+            transforms=config.transforms, attacks=config.attacks,
+            title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})",
+            meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
+                  "search": {"optimizer": config.optimizer, "budget": config.budget,
+                             "eot": list(EOT_VIEWS) if name.endswith("_eot") else []}},
+        )
+        report, figures = evaluate(
+            originals=originals, protected=protected, labels=labels, lesion_boxes=lesion_boxes,
+            placements=placements, queries=queries, models=models, surrogates=set(surrogates), logo=logo,
+            wall_time_s=wall, device=device, synthetic=True, options=options,
+        )
+        timings[f"evaluate_{name}"] = time.perf_counter() - t
+        write_report(out / name, report, figures)
+        runs[name] = {"report": report, "figures": figures, "surrogates": surrogates}
+
+    transfer = {"clean": {m: r["clean_acc"] for m, r in runs[config.configs[-1]]["report"]["models"].items()}}
+    for name, run in runs.items():
+        transfer[f"{name} ({'+'.join(run['surrogates'])})"] = {
+            m: r["protected_acc"] for m, r in run["report"]["models"].items()
+        }
+    for src in config.transfer_sources:
+        stage(f"transfer: protecting with {src} alone")
+        protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), "single", config, logo, device)
+        transfer[f"{src} alone"] = {
+            m: accuracy(predict(clf, protected, device=device), labels) for m, clf in models.items()
+        }
+
+    comparison = [_comparison_row(name, run) for name, run in runs.items()]
+    primary = runs[config.configs[-1]]
+    report = {**primary["report"], "comparison": comparison, "transfer": transfer,
+              "timings_s": timings}
+    figures = {**primary["figures"], "transfer": fig.accuracy_heatmap(
+        transfer, title="Accuracy (%): watermark source x target model")}
+    path = write_report(out, report, figures)
+    return {"report": path, "comparison": comparison, "timings": timings, "primary": report}
+
+
+def _surrogates_for(name: str, config: RunConfig) -> tuple[str, ...]:
+    return config.surrogates[:1] if name.startswith("single") else config.surrogates
+
+
+def _evaluation_images(config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
+    from medlocker.data import generate_fundus
+    from medlocker.watermark import boxes_from_masks
+
+    images, labels, boxes = [], [], []
+    for i in range(config.n_train, config.n_train + config.n_images):  # disjoint from the training indices
+        s = generate_fundus(config.seed, i, config.size)
+        images.append(s.image)
+        labels.append(s.label)
+        boxes.append([tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()))])
+    return np.stack(images), np.asarray(labels, dtype=np.int64), boxes
+
+
+def _trained_models(
+    config: RunConfig, out: Path, device: torch.device, progress: bool, stage: Callable[[str], None]
+) -> dict[str, nn.Module]:
+    from medlocker.data import open_source, write_synthetic_dataset
+    from medlocker.models import load_checkpoint, save_checkpoint, train_classifier
+
+    data_dir = out / f"train-data-seed{config.seed}-n{config.n_train}-{config.size}px"
+    models: dict[str, nn.Module] = {}
+    source = None
+    for arch in config.archs:
+        ckpt = out / "models" / f"{arch}-{config.size}px-{config.epochs}ep-n{config.n_train}-seed{config.seed}.pt"
+        if ckpt.exists():
+            stage(f"loading cached {arch} ({ckpt.name})")
+            models[arch] = load_checkpoint(ckpt, map_location=device)
+            continue
+        if source is None:
+            if not (data_dir / "labels.csv").exists():  # written last: marks a complete dataset
+                stage(f"synthesizing {config.n_train} training images")
+                write_synthetic_dataset(data_dir, n=config.n_train, size=config.size, seed=config.seed,
+                                        progress=progress)
+            source = open_source(data_dir)
+        stage(f"training {arch} for {config.epochs} epochs at {config.size} px")
+        clf, history = train_classifier(source, arch=arch, epochs=config.epochs, input_size=config.size,
+                                        seed=config.seed, device=device, progress=progress)
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        save_checkpoint(clf, ckpt, meta={"val_accuracy": history["val_accuracy"],
+                                         "epoch_seconds": history["epoch_seconds"]})
+        models[arch] = clf
+    return models
+
+
+def _protect(
+    originals: np.ndarray,
+    labels: np.ndarray,
+    lesion_boxes: list[list[tuple[int, int, int, int]]],
+    models: Mapping[str, nn.Module],
+    surrogates: tuple[str, ...],
+    name: str,
+    config: RunConfig,
+    logo: np.ndarray,
+    device: torch.device,
+) -> tuple[np.ndarray, list[Any], list[int]]:
+    from medlocker.watermark import SearchConfig, protect, render_exact
+
+    search = SearchConfig(optimizer=config.optimizer, budget=config.budget, seed=config.seed,
+                          eot=EOT_VIEWS if name.endswith("_eot") else ())
+    results = protect(originals, labels.tolist(), lesion_boxes, [models[s] for s in surrogates], logo=logo,
+                      config=search, device=device, seeds=list(range(config.n_train, config.n_train + len(labels))))
+    placements = [r.placement for r in results]
+    protected = np.stack([
+        render_exact(img, logo, p) if p is not None else img.copy() for img, p in zip(originals, placements)
+    ])
+    return protected, placements, [int(r.queries) for r in results]
+
+
+def _comparison_row(name: str, run: Mapping[str, Any]) -> dict[str, Any]:
+    r = run["report"]
+    h = r["headline"]
+    return {
+        "config": name,
+        "surrogates": list(run["surrogates"]),
+        "white_box_acc": h["white_box_acc"],
+        "black_box_acc": h["black_box_acc"],
+        "robust_acc": h["robust_acc"],
+        "queries_median": h["queries_median"],
+        "wall_time_per_image_s": r["cost"]["wall_time_per_image_s"],
+        "lesion_pixels_changed": h["lesion_pixels_changed"],
+    }
+
+
+def _plain_config(config: RunConfig) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
+def with_overrides(base: RunConfig, **overrides: Any) -> RunConfig:
+    """``base`` with the given fields replaced (None values are ignored)."""
+    return replace(base, **{k: v for k, v in overrides.items() if v is not None})
