@@ -7,7 +7,7 @@ An identity lives in two files written by :meth:`Identity.save`:
 * ``NAME.pub`` -- public, shared with whoever must verify the owner's
   signatures or issue a licence to this key.
 
-Both are versioned JSON documents (see ``docs/FORMAT-crypto.md``). The key id
+Both are versioned JSON documents (see ``FORMAT.md``, Part 2). The key id
 is derived from both public keys, and every load re-derives it and rejects a
 file whose stated id does not match. Every problem with a key file raises
 :class:`~medlocker.errors.KeyFileError` naming the file.
