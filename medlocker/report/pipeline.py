@@ -39,7 +39,7 @@ from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import TRANSFORMS
 
-__all__ = ["RunConfig", "QUICK", "FULL", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
+__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,10 @@ class RunConfig:
     Attributes:
         n_images: images protected and evaluated.
         n_train: images the classifiers are trained on (disjoint indices, same seed).
-        size: image side in pixels; also the classifiers' input size.
+        size: image side in pixels (synthesis, watermark search and evaluation).
+        model_size: the classifiers' input side (each :class:`Classifier` resizes
+            its input, antialiased and differentiably); None = ``size``. A smaller
+            input makes CPU runs affordable: the images stay at ``size`` px.
         archs: architectures to train and evaluate.
         surrogates: architectures used in the search; the first is the ``single``
             surrogate, all of them the ``ensemble``. Each must be in ``archs``.
@@ -66,6 +69,10 @@ class RunConfig:
         transfer_sources: architectures each protected as a lone surrogate, for
             a full source x target transfer heat map (costs one search each).
         transforms, attacks: what the report measures.
+        secondary_transforms, secondary_attacks: what the non-primary
+            configurations (all but the last) measure; None = the same as the
+            primary. Their numbers only feed the comparison table, so a CPU run
+            measures just the headline transforms there.
         seed: data, training and search seed.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     """
@@ -73,6 +80,7 @@ class RunConfig:
     n_images: int = 500
     n_train: int = 2000
     size: int = 224
+    model_size: int | None = None
     archs: tuple[str, ...] = (
         "resnet18", "smallcnn", "mobilenet_v3_large", "efficientnet_b0", "vgg16", "densenet121", "vit_tiny",
         "resnet50", "convnext_tiny",
@@ -85,12 +93,16 @@ class RunConfig:
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
+    secondary_transforms: tuple[str, ...] | None = None
+    secondary_attacks: tuple[str, ...] | None = None
     seed: int = 0
     device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.n_images < 1 or self.n_train < 10 or self.size < 32 or self.epochs < 1:
             raise ValueError("need n_images >= 1, n_train >= 10, size >= 32 and epochs >= 1")
+        if self.model_size is not None and self.model_size < 32:
+            raise ValueError("model_size must be >= 32")
         missing = [a for a in (*self.surrogates, *self.transfer_sources) if a not in self.archs]
         if missing or not self.surrogates:
             raise ValueError(f"surrogates and transfer sources must be among archs {self.archs}; missing {missing}")
@@ -108,6 +120,19 @@ QUICK = RunConfig(
     transforms=("jpeg75", "resize0.5", "median3", "blur", "crop", "rotate"),
 )
 """A few minutes on CPU: 60 images at 64 px, three small architectures (resnet18 held out)."""
+
+CPU = RunConfig(
+    n_images=500, n_train=600, size=224, model_size=64,
+    archs=("smallcnn", "resnet18", "efficientnet_b0", "resnet50", "densenet121"),
+    surrogates=("resnet18", "smallcnn"), epochs=5, configs=("single", "ensemble_eot"), budget=200, device="cpu",
+    transforms=("jpeg75", "resize0.5", "median3", "blur"),
+    attacks=("inpaint_telea", "inverse_blend", "inpaint_telea_oracle", "inverse_blend_oracle"),
+    secondary_transforms=("jpeg75", "resize0.5", "median3"), secondary_attacks=(),
+)
+"""The issue-acceptance run sized for a 2-core CPU (about an hour): 500 synthetic images
+at 224 px against five architectures (three held out). The images, the watermark
+search and every transform/attack run at 224 px; the classifiers take a 64 px
+downsample (``model_size``), which is what makes training five of them affordable."""
 
 
 def run_from_sources(
@@ -145,7 +170,7 @@ def run_from_sources(
 
     t = time.perf_counter()
     stage(f"synthesizing {config.n_images} evaluation images at {config.size} px")
-    originals, labels, lesion_boxes = _evaluation_images(config)
+    originals, labels, lesion_boxes = _evaluation_images(config, out)
     timings["synthesize"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -153,7 +178,8 @@ def run_from_sources(
     timings["train_or_load"] = time.perf_counter() - t
 
     runs: dict[str, dict[str, Any]] = {}
-    for name in config.configs:
+    # The primary (last) configuration runs first: its report is on disk even if a long run is cut short.
+    for name in (config.configs[-1], *config.configs[:-1]):
         surrogates = _surrogates_for(name, config)
         stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
         t = time.perf_counter()
@@ -163,8 +189,11 @@ def run_from_sources(
         timings[f"protect_{name}"] = wall
         stage(f"evaluating {name}")
         t = time.perf_counter()
+        primary = name == config.configs[-1]
+        transforms = config.transforms if primary or config.secondary_transforms is None else config.secondary_transforms
+        attacks = config.attacks if primary or config.secondary_attacks is None else config.secondary_attacks
         options = EvalOptions(
-            transforms=config.transforms, attacks=config.attacks,
+            transforms=tuple(transforms), attacks=tuple(attacks),
             title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})",
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
@@ -180,7 +209,8 @@ def run_from_sources(
         runs[name] = {"report": report, "figures": figures, "surrogates": surrogates}
 
     transfer = {"clean": {m: r["clean_acc"] for m, r in runs[config.configs[-1]]["report"]["models"].items()}}
-    for name, run in runs.items():
+    for name in config.configs:
+        run = runs[name]
         transfer[f"{name} ({'+'.join(run['surrogates'])})"] = {
             m: r["protected_acc"] for m, r in run["report"]["models"].items()
         }
@@ -191,7 +221,7 @@ def run_from_sources(
             m: accuracy(predict(clf, protected, device=device), labels) for m, clf in models.items()
         }
 
-    comparison = [_comparison_row(name, run) for name, run in runs.items()]
+    comparison = [_comparison_row(name, runs[name]) for name in config.configs]
     primary = runs[config.configs[-1]]
     report = {**primary["report"], "comparison": comparison, "transfer": transfer,
               "timings_s": timings}
@@ -205,17 +235,36 @@ def _surrogates_for(name: str, config: RunConfig) -> tuple[str, ...]:
     return config.surrogates[:1] if name.startswith("single") else config.surrogates
 
 
-def _evaluation_images(config: RunConfig) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
+def _evaluation_images(
+    config: RunConfig, out: Path | None = None
+) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
+    """The evaluation images (indices after the training ones), cached in ``out`` as ``.npz``."""
     from medlocker.data import generate_fundus
     from medlocker.watermark import boxes_from_masks
 
+    first, last = config.n_train, config.n_train + config.n_images  # disjoint from the training indices
+    cache = None if out is None else out / f"eval-data-seed{config.seed}-{first}-{last}-{config.size}px.npz"
+    if cache is not None and cache.exists():
+        with np.load(cache) as z:
+            flat, counts = z["boxes"], z["box_counts"]
+            offsets = np.concatenate([[0], np.cumsum(counts)])
+            boxes = [[tuple(int(v) for v in b) for b in flat[offsets[i]:offsets[i + 1]]] for i in range(len(counts))]
+            return z["images"], z["labels"], boxes
     images, labels, boxes = [], [], []
-    for i in range(config.n_train, config.n_train + config.n_images):  # disjoint from the training indices
+    for i in range(first, last):
         s = generate_fundus(config.seed, i, config.size)
         images.append(s.image)
         labels.append(s.label)
-        boxes.append([tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()))])
-    return np.stack(images), np.asarray(labels, dtype=np.int64), boxes
+        # min_area=1 as in the packer: every lesion pixel is inside a box the logo must avoid
+        boxes.append([tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)])
+    result = np.stack(images), np.asarray(labels, dtype=np.int64), boxes
+    if cache is not None:
+        flat = np.asarray([b for bs in boxes for b in bs], dtype=np.int64).reshape(-1, 4)
+        tmp = cache.with_name(cache.name + ".tmp.npz")
+        np.savez(tmp, images=result[0], labels=result[1], boxes=flat,
+                 box_counts=np.asarray([len(b) for b in boxes], dtype=np.int64))
+        tmp.replace(cache)
+    return result
 
 
 def _trained_models(
@@ -227,8 +276,10 @@ def _trained_models(
     data_dir = out / f"train-data-seed{config.seed}-n{config.n_train}-{config.size}px"
     models: dict[str, nn.Module] = {}
     source = None
+    input_size = config.model_size or config.size
+    tag = f"{config.size}px" if input_size == config.size else f"{config.size}px-in{input_size}"
     for arch in config.archs:
-        ckpt = out / "models" / f"{arch}-{config.size}px-{config.epochs}ep-n{config.n_train}-seed{config.seed}.pt"
+        ckpt = out / "models" / f"{arch}-{tag}-{config.epochs}ep-n{config.n_train}-seed{config.seed}.pt"
         if ckpt.exists():
             stage(f"loading cached {arch} ({ckpt.name})")
             models[arch] = load_checkpoint(ckpt, map_location=device)
@@ -239,8 +290,8 @@ def _trained_models(
                 write_synthetic_dataset(data_dir, n=config.n_train, size=config.size, seed=config.seed,
                                         progress=progress)
             source = open_source(data_dir)
-        stage(f"training {arch} for {config.epochs} epochs at {config.size} px")
-        clf, history = train_classifier(source, arch=arch, epochs=config.epochs, input_size=config.size,
+        stage(f"training {arch} for {config.epochs} epochs at {input_size} px input")
+        clf, history = train_classifier(source, arch=arch, epochs=config.epochs, input_size=input_size,
                                         seed=config.seed, device=device, progress=progress)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         save_checkpoint(clf, ckpt, meta={"val_accuracy": history["val_accuracy"],
