@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradient (white-box, fewest queries), blackbox (scores only), bhe (the Adv-watermark baseline)")
     s.add_argument("--budget", type=int, default=1000, metavar="Q", help="max model queries per image (default %(default)s)")
     s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
+    s.add_argument("--min-logo-scale", type=float, default=0.01, metavar="F",
+                   help="where the logo does not fit off the lesions, halve its area down to F "
+                   "before rejecting the image (default %(default)s; 0 = never shrink)")
     s.add_argument("--lesion-margin", type=int, default=4, metavar="PX",
                    help="pixels kept between the logo and any lesion box (default %(default)s)")
     s.add_argument("--eot", default="", metavar="VIEWS",
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 budget=args.budget,
                 logo_scale=args.logo_scale,
                 lesion_margin=args.lesion_margin,
+                min_logo_scale=min(args.min_logo_scale, args.logo_scale) or None,
                 eot=tuple(v for v in args.eot.split(",") if v),
                 logo_mode=args.logo_mode,
             ),

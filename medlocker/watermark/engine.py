@@ -1,0 +1,378 @@
+"""The batched watermark orchestrator: :func:`protect` and :func:`learn_logo`.
+
+``protect`` takes a batch of same-size images and, for each, finds a logo
+placement off the lesions that makes every surrogate misclassify it:
+
+1. resize the logo to the configured area (:func:`~medlocker.watermark.logo.logo_size`);
+   optionally smaller for images with no room for it (``min_logo_scale``);
+2. feasible top-lefts: inside the field of view, ``lesion_margin`` px off every lesion box;
+3. search with the configured optimizer (batched over images and candidates, on the device);
+4. final check: :func:`~medlocker.watermark.render.render_exact` -> PNG encode/decode
+   -> fp32 forward of every surrogate. ``Result.success`` is this check.
+
+Every image gets a placement (the best one found) unless no feasible position
+exists. All query counts include the final check (one query per surrogate), so
+``Result.queries <= config.budget``.
+
+Randomness: each image has its own generator, seeded from
+``(config.seed, seeds[i])`` -- or, without ``seeds``, from a hash of the image's
+bytes and label -- so an image's placement does not depend on which batch it
+is in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask, sample_feasible
+from medlocker.watermark.logo import MAX_LOGO_SCALE, logo_size, resize_logo
+from medlocker.watermark.objective import Objective
+from medlocker.watermark.optim import OPTIMIZERS, SearchProblem, frozen, make_optimizer
+from medlocker.watermark.params import Box, Placement
+from medlocker.watermark.render import logo_tensor, render_candidates, render_exact
+from medlocker.watermark.transforms import get_view
+
+__all__ = ["SearchConfig", "Result", "protect", "learn_logo", "image_generator", "STATUSES"]
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("fooled", "not_fooled", "no_feasible_position")
+LOGO_MODES = ("fixed", "learned")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """How watermarks are searched.
+
+    Attributes:
+        optimizer: ``"bhe"`` | ``"gradient"`` | ``"blackbox"``.
+        budget: most model queries per image, the final check included (one query =
+            one image through one surrogate under one view; forward+backward = 1).
+        logo_scale: logo area as a fraction of the image, ``<= 0.0625``.
+        opacity: allowed opacity range on 0..255.
+        margin: success needs ``true logit < max other logit - margin`` on every surrogate.
+        lesion_margin: px kept between the logo box and any lesion box.
+        eot: transform views added to the objective (``"jpeg75"``, ``"resize0.5"``,
+            ``"median3"``, ``"blur"``, ``"crop"``).
+        logo_mode: ``"fixed"`` or ``"learned"``; with ``"learned"`` the caller runs
+            :func:`learn_logo` once per dataset and passes its result as ``logo``.
+        seed: mixed into every image's generator.
+        amp: bf16 autocast for search forwards on CUDA (successes re-checked in fp32).
+        batch_size: most images per forward.
+        min_logo_scale: when set, an image with no room for the logo at
+            ``logo_scale`` (a lesion-dense fundus) retries with the logo area halved,
+            down to this fraction, instead of getting no watermark. Off by default.
+    """
+
+    optimizer: str = "gradient"
+    budget: int = 1000
+    logo_scale: float = 0.04
+    opacity: tuple[int, int] = (96, 224)
+    margin: float = 0.0
+    lesion_margin: int = 4
+    eot: tuple[str, ...] = ()
+    logo_mode: str = "fixed"
+    seed: int = 0
+    amp: bool = True
+    batch_size: int = 256
+    min_logo_scale: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(sorted(OPTIMIZERS))}")
+        if self.budget < 1:
+            raise ValueError(f"budget must be >= 1 query, got {self.budget}")
+        if not 0.0 < self.logo_scale <= MAX_LOGO_SCALE:
+            raise ValueError(f"logo_scale must be in (0, {MAX_LOGO_SCALE}], got {self.logo_scale}")
+        lo, hi = self.opacity
+        if not 1 <= lo <= hi <= 255:
+            raise ValueError(f"opacity range must satisfy 1 <= lo <= hi <= 255, got {self.opacity}")
+        if self.margin < 0 or self.lesion_margin < 0:
+            raise ValueError("margin and lesion_margin must be >= 0")
+        for view in self.eot:
+            get_view(view)
+        if self.logo_mode not in LOGO_MODES:
+            raise ValueError(f"logo_mode must be one of {LOGO_MODES}, got {self.logo_mode!r}")
+        if self.batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if self.min_logo_scale is not None and not 0.0 < self.min_logo_scale <= self.logo_scale:
+            raise ValueError(f"min_logo_scale must be in (0, logo_scale], got {self.min_logo_scale}")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Outcome for one image.
+
+    Attributes:
+        placement: the watermark (None only when no feasible position exists).
+        success: every surrogate misclassifies the stored (PNG round-tripped) bytes.
+        queries: model queries spent on this image, final check included.
+        margin: max over surrogates of ``true logit - best other`` on the stored bytes.
+        status: ``"fooled"`` | ``"not_fooled"`` | ``"no_feasible_position"``.
+    """
+
+    placement: Placement | None
+    success: bool
+    queries: int
+    margin: float
+    status: str
+
+
+def image_generator(seed: int, image_seed: int | str) -> torch.Generator:
+    """A CPU generator for one image, from the run seed and the image's own seed."""
+    digest = hashlib.sha256(f"medlocker.watermark:{int(seed)}:{image_seed}".encode()).digest()
+    g = torch.Generator()
+    g.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return g
+
+
+def _content_seed(image: np.ndarray, label: int) -> str:
+    h = hashlib.sha256(np.ascontiguousarray(image).tobytes())
+    h.update(f"|{image.shape}|{int(label)}".encode())
+    return h.hexdigest()
+
+
+def _as_batch(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        batch = images
+    else:
+        items = list(images)
+        if not items:
+            return np.zeros((0, 1, 1, 3), dtype=np.uint8)
+        shapes = {np.asarray(i).shape for i in items}
+        if len(shapes) != 1:
+            raise ValueError(f"protect() needs same-size images in one batch, got shapes {sorted(shapes)}")
+        batch = np.stack([np.asarray(i) for i in items])
+    if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
+        raise ValueError(f"images must be uint8 [B, H, W, 3], got {batch.dtype} {batch.shape}")
+    return batch
+
+
+def _png_roundtrip(image: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB")).copy()
+
+
+def _default_device(device: torch.device | str | None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _check_models(surrogates: Sequence[nn.Module], labels: Sequence[int]) -> None:
+    if not surrogates:
+        raise ValueError("need at least one surrogate model")
+    n = {getattr(m, "num_classes", None) for m in surrogates} - {None}
+    if len(n) > 1:
+        raise ValueError(f"surrogates disagree on the number of classes: {sorted(n)}")
+    if n and labels and not all(0 <= int(l) < next(iter(n)) for l in labels):
+        raise ValueError(f"labels must be in 0..{next(iter(n)) - 1}")
+
+
+def _generators(config: SearchConfig, batch: np.ndarray, labels: Sequence[int], seeds: Sequence[int | str] | None,
+                generator: torch.Generator | None) -> list[torch.Generator]:
+    if seeds is not None and len(seeds) != len(batch):
+        raise ValueError(f"got {len(seeds)} seeds for {len(batch)} images")
+    salt = "" if generator is None else f":{int(torch.randint(0, 2**62, (1,), generator=generator))}"
+    keys = seeds if seeds is not None else [_content_seed(img, l) for img, l in zip(batch, labels)]
+    return [image_generator(config.seed, f"{k}{salt}") for k in keys]
+
+
+def _scales(config: SearchConfig) -> list[float]:
+    """Logo area fractions to try: ``logo_scale``, then halving down to ``min_logo_scale``."""
+    scales = [config.logo_scale]
+    if config.min_logo_scale is not None:
+        while scales[-1] / 2 >= config.min_logo_scale:
+            scales.append(scales[-1] / 2)
+    return scales
+
+
+def _feasible(x: torch.Tensor, boxes: Sequence[Sequence[Box]], w: int, h: int, margin: int) -> torch.Tensor:
+    fov = field_of_view(x)
+    return feasible_positions(forbidden_mask(boxes, fov, margin=margin), w, h)
+
+
+def protect(
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: Sequence[int],
+    lesion_boxes: Sequence[Sequence[Box]],
+    surrogates: Sequence[nn.Module],
+    *,
+    logo: np.ndarray,
+    config: SearchConfig,
+    device: torch.device | str | None = None,
+    generator: torch.Generator | None = None,
+    seeds: Sequence[int | str] | None = None,
+) -> list[Result]:
+    """Find a watermark placement for each image of a batch.
+
+    Args:
+        images: ``uint8 [B, H, W, 3]`` or a list of same-size ``H x W x 3`` arrays.
+        labels: true class per image.
+        lesion_boxes: per image, half-open ``(x0, y0, x1, y1)`` boxes the logo must stay off.
+        surrogates: classifiers (``[N, 3, H, W]`` in ``[0, 1]`` -> logits). They are
+            used in eval mode on ``device`` and restored afterwards.
+        logo: ``uint8`` RGBA logo (full size; resized here).
+        config: search settings.
+        device: default CUDA when available, else CPU.
+        generator: optional; one salt is drawn from it and mixed into every
+            image's seed (so results then depend on its state).
+        seeds: optional per-image seeds (e.g. sample keys); default: a hash of
+            each image's bytes and label. Either way batch-invariant.
+
+    Returns:
+        One :class:`Result` per image, in order.
+
+    Raises:
+        ValueError: inconsistent inputs, or a budget too small for the final check.
+    """
+    batch = _as_batch(images)
+    B = batch.shape[0]
+    if len(labels) != B or len(lesion_boxes) != B:
+        raise ValueError(f"got {B} images, {len(labels)} labels and {len(lesion_boxes)} lesion box lists")
+    _check_models(surrogates, labels)
+    if config.budget < len(surrogates):
+        raise ValueError(f"budget {config.budget} cannot pay for the final check ({len(surrogates)} queries)")
+    if B == 0:
+        return []
+    dev = _default_device(device)
+    H, W = batch.shape[1:3]
+    gens = _generators(config, batch, labels, seeds, generator)
+    lab = torch.tensor([int(l) for l in labels], dtype=torch.long, device=dev)
+    placements: list[Placement | None] = [None] * B
+    queries = torch.zeros(B, dtype=torch.long)
+    sized: dict[tuple[int, int], np.ndarray] = {}
+
+    with frozen(surrogates, dev), torch.no_grad():
+        x = torch.from_numpy(batch).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        fov = field_of_view(x)
+        objective = Objective(surrogates, config.eot, margin=config.margin,
+                              amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
+        todo = torch.arange(B)
+        for scale in _scales(config):
+            # Images with no room for the logo at this size try the next, smaller one.
+            w, h = logo_size(logo, (H, W), scale=scale)
+            small = sized.setdefault((w, h), resize_logo(logo, w, h))
+            idx = todo.to(dev)
+            feasible = feasible_positions(
+                forbidden_mask([lesion_boxes[i] for i in todo.tolist()], fov[idx], margin=config.lesion_margin), w, h)
+            has = feasible.flatten(1).any(1).cpu()
+            sel = todo[has]
+            if sel.numel():
+                problem = SearchProblem(
+                    images=x[sel.to(dev)], labels=lab[sel.to(dev)], feasible=feasible[has.to(dev)],
+                    logo=logo_tensor(small, dev), generators=[gens[i] for i in sel.tolist()],
+                    budget=config.budget - objective.check_cost, opacity=tuple(config.opacity))
+                out = make_optimizer(config.optimizer, objective).run(problem)
+                queries[sel] = out.queries.cpu()
+                for i, (px, py), op in zip(sel.tolist(), out.xy.cpu().tolist(), out.opacity.cpu().tolist()):
+                    placements[i] = Placement(int(px), int(py), w, h, int(op))
+            todo = todo[~has]
+            if todo.numel() == 0:
+                break
+        del x
+        stored = np.stack([_png_roundtrip(render_exact(img, sized[(p.w, p.h)], p) if p is not None else img)
+                           for img, p in zip(batch, placements)])
+        final = torch.from_numpy(stored).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        worst = objective.check(final, lab).cpu()
+    queries += objective.check_cost
+    results = []
+    for i in range(B):
+        m = float(worst[i])
+        ok = m < -config.margin
+        status = "no_feasible_position" if placements[i] is None else ("fooled" if ok else "not_fooled")
+        results.append(Result(placements[i], bool(ok), int(queries[i]), m, status))
+    n_ok = sum(r.success for r in results)
+    log.info("protect: %d/%d images fooled (%s), median %d queries", n_ok, B, config.optimizer,
+             int(np.median([r.queries for r in results])))
+    return results
+
+
+def learn_logo(
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: Sequence[int],
+    lesion_boxes: Sequence[Sequence[Box]],
+    surrogates: Sequence[nn.Module],
+    *,
+    logo: np.ndarray,
+    config: SearchConfig,
+    steps: int = 100,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    batch_size: int = 16,
+    placements: int = 4,
+    lr: float = 0.1,
+) -> np.ndarray:
+    """Learn the logo's colours once for a whole dataset ("learned" logo mode).
+
+    The logo keeps its alpha (its shape); its RGB colours are optimised with
+    Adam to minimise the ensemble margin loss in expectation over random images,
+    random feasible placements at the highest allowed opacity, and the
+    configured EOT views -- a universal adversarial colouring.
+
+    Args:
+        images, labels, lesion_boxes, surrogates, config: as for :func:`protect`.
+        logo: the ``uint8`` RGBA logo to recolour.
+        steps: optimisation steps.
+        generator: draws images and placements (default: seeded from ``config.seed``).
+        batch_size: images per step; ``placements``: random placements per image.
+
+    Returns:
+        ``uint8`` RGBA logo at the size :func:`protect` uses for these images
+        (``logo_size(logo, (H, W), scale=config.logo_scale)``), alpha unchanged.
+    """
+    batch = _as_batch(images)
+    B = batch.shape[0]
+    if len(labels) != B or len(lesion_boxes) != B:
+        raise ValueError(f"got {B} images, {len(labels)} labels and {len(lesion_boxes)} lesion box lists")
+    _check_models(surrogates, labels)
+    if B == 0 or steps < 1:
+        raise ValueError("learn_logo needs at least one image and one step")
+    dev = _default_device(device)
+    H, W = batch.shape[1:3]
+    w, h = logo_size(logo, (H, W), scale=config.logo_scale)
+    small = resize_logo(logo, w, h)
+    g = generator if generator is not None else image_generator(config.seed, "learn_logo")
+    hi = config.opacity[1]
+    with frozen(surrogates, dev):
+        objective = Objective(surrogates, config.eot, margin=config.margin,
+                              amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
+        base = logo_tensor(small, dev)
+        with torch.no_grad():
+            feas = torch.cat([
+                _feasible(torch.from_numpy(batch[s:s + 64]).to(dev).permute(0, 3, 1, 2).float().div_(255.0),
+                          lesion_boxes[s:s + 64], w, h, config.lesion_margin)
+                for s in range(0, B, 64)])
+        usable = feas.flatten(1).any(1).nonzero().squeeze(1).cpu()
+        if usable.numel() == 0:
+            raise ValueError("no image has a feasible logo position")
+        theta = torch.logit(base[:3].clamp(0.02, 0.98)).detach().requires_grad_(True)
+        opt = torch.optim.Adam([theta], lr=lr)
+        for _ in range(steps):
+            pick = usable[torch.randint(0, usable.numel(), (min(batch_size, usable.numel()),), generator=g)]
+            x = torch.from_numpy(batch[pick.numpy()]).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+            xy = sample_feasible(feas[pick.to(dev)], placements, g).reshape(-1, 2)
+            index = torch.arange(pick.numel(), device=dev).repeat_interleave(placements)
+            rgba = torch.cat([torch.sigmoid(theta), base[3:]], dim=0)
+            op = torch.full((index.numel(),), float(hi), device=dev)
+            xr = render_candidates(x, rgba, index, xy, op)
+            loss = objective.loss(xr, torch.tensor([int(labels[i]) for i in pick.tolist()], device=dev)[index]).loss
+            opt.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            opt.step()
+    rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    out = small.copy()
+    out[..., :3] = rgb
+    return out

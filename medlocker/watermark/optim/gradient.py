@@ -1,0 +1,126 @@
+"""White-box placement search by linearisation: a score for every position at once.
+
+One forward+backward at the current image ``x_c`` gives ``g = dLoss/dx``. Putting
+the logo (colours ``l``, per-pixel weight ``a = alpha * opacity``) at top-left
+``p`` on the clean image ``x0`` changes the image by
+``a_p * (l_p - x0)`` (plus the constant ``x0 - x_c``), so to first order the
+loss changes by::
+
+    s(p) = <g, a_p * l_p> - <g * x0, a_p>
+         = sum_c corr(g_c, a * l_c)(p) - corr(sum_c g_c * x0_c, a)(p)
+
+-- two correlations (done by FFT) score every top-left of every image in one
+go. Infeasible positions are masked, the ``k`` best positions are picked with
+non-maximum suppression and evaluated exactly (quantized render, one query
+each per surrogate and view). The search stops at the first success;
+otherwise it moves to the best placement found so far, takes the gradient
+there and repeats. The linear score is proportional to the opacity, so the
+highest allowed opacity is used whenever the score says placement helps.
+
+Each round costs ``1 + k`` queries per image per surrogate and view.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from medlocker.watermark.optim.base import Optimizer
+
+__all__ = ["LinearisedPlacementSearch", "placement_scores", "nms_topk"]
+
+
+def placement_scores(grad: torch.Tensor, clean: torch.Tensor, logo: torch.Tensor, opacity: float) -> torch.Tensor:
+    """First-order loss change ``[N, H-h+1, W-w+1]`` of placing ``logo`` at every top-left.
+
+    Args:
+        grad: ``d loss / d image`` ``[N, 3, H, W]``.
+        clean: the images the logo is blended on ``[N, 3, H, W]``.
+        logo: float RGBA ``[4, h, w]``.
+        opacity: on 0..255.
+    """
+    N, _, H, W = grad.shape
+    _, h, w = logo.shape
+    a = logo[3] * (opacity / 255.0)
+    kernel = torch.cat([a * logo[:3], -a[None]], dim=0).float()  # [4, h, w]
+    signal = torch.cat([grad, (grad * clean).sum(1, keepdim=True)], dim=1).float()  # [N, 4, H, W]
+    # Cross-correlation by FFT; valid positions never wrap around.
+    fk = torch.fft.rfft2(kernel, s=(H, W))
+    fs = torch.fft.rfft2(signal)
+    corr = torch.fft.irfft2((fs * fk.conj()).sum(1), s=(H, W))
+    return corr[:, : H - h + 1, : W - w + 1]
+
+
+def nms_topk(score: torch.Tensor, k: int, radius: tuple[int, int]) -> torch.Tensor:
+    """The ``k`` lowest finite scores per map, each suppressing ``|dx| <= rx, |dy| <= ry`` around it.
+
+    Returns:
+        long ``[N, k, 2]`` ``(x, y)``; ``-1`` when fewer than ``k`` remain.
+    """
+    N, Hp, Wp = score.shape
+    s = score.reshape(N, Hp * Wp).clone()
+    ys = torch.arange(Hp, device=s.device).repeat_interleave(Wp)
+    xs = torch.arange(Wp, device=s.device).repeat(Hp)
+    out = torch.full((N, k, 2), -1, dtype=torch.long, device=s.device)
+    rx, ry = radius
+    for j in range(k):
+        v, i = s.min(dim=1)
+        ok = torch.isfinite(v)
+        x, y = i % Wp, i // Wp
+        out[:, j, 0] = torch.where(ok, x, -1)
+        out[:, j, 1] = torch.where(ok, y, -1)
+        near = ((xs - x[:, None]).abs() <= rx) & ((ys - y[:, None]).abs() <= ry)
+        s = s.masked_fill(near, float("inf"))
+    return out
+
+
+class LinearisedPlacementSearch(Optimizer):
+    """Gradient-scored top-k placement search.
+
+    Args:
+        objective: see :class:`~medlocker.watermark.optim.base.Optimizer`.
+        k: positions evaluated per round.
+        nms: suppression half-window as a fraction of the logo size.
+        tabu: positions within this many px of an evaluated one are not proposed again.
+        round_size: the ``k`` candidates are evaluated in sub-rounds of this many, so an
+            image whose best-scored position already succeeds stops early.
+    """
+
+    name = "gradient"
+
+    def __init__(self, objective, *, k: int = 8, nms: float = 0.25, tabu: int = 1, round_size: int = 4) -> None:
+        super().__init__(objective, round_size=min(k, round_size))
+        if k < 1 or nms < 0 or tabu < 0:
+            raise ValueError("need k >= 1, nms >= 0, tabu >= 0")
+        self.k, self.nms, self.tabu = int(k), float(nms), int(tabu)
+
+    def search(self) -> None:
+        p = self.problem
+        B = p.images.shape[0]
+        dev = p.images.device
+        hi = p.opacity[1]
+        _, h, w = p.logo.shape
+        _, Hp, Wp = p.feasible.shape
+        radius = (int(w * self.nms), int(h * self.nms))
+        blocked = ~p.feasible.clone()
+        stuck = torch.zeros(B, dtype=torch.bool, device=dev)
+        ys = torch.arange(Hp, device=dev).repeat_interleave(Wp)
+        xs = torch.arange(Wp, device=dev).repeat(Hp)
+        while True:
+            idx = self.alive()
+            idx = idx[~stuck[idx] & (self.remaining(idx) >= self.objective.cost + self.eval_cost)]
+            if idx.numel() == 0:
+                return
+            _, grad = self.gradient_at(idx, self.best_xy[idx], self.best_opacity[idx])
+            score = placement_scores(grad, p.images[idx], p.logo, float(hi))
+            score = score.masked_fill(blocked[idx], float("inf"))
+            cand = nms_topk(score, self.k, radius)
+            stuck[idx] = cand[:, 0, 0] < 0
+            op = torch.full(cand.shape[:2], hi, dtype=torch.long, device=dev)
+            self.evaluate_grid(idx, cand, op)
+            # Tabu: evaluated positions (and their immediate neighbours) are not proposed again.
+            flat = blocked[idx].reshape(idx.numel(), Hp * Wp)
+            for j in range(self.k):
+                x, y = cand[:, j, 0], cand[:, j, 1]
+                near = ((xs - x[:, None]).abs() <= self.tabu) & ((ys - y[:, None]).abs() <= self.tabu) & (x[:, None] >= 0)
+                flat |= near
+            blocked[idx] = flat.view(-1, Hp, Wp)

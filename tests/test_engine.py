@@ -1,0 +1,151 @@
+"""protect() end to end: stored bytes are what is checked, batch-invariance, learned logos."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from medlocker.watermark import SearchConfig, learn_logo, logo_size, protect, render_exact, resize_logo
+from medlocker.watermark.feasible import sample_feasible
+from medlocker.watermark.objective import Objective, margins
+from medlocker.watermark.render import logo_tensor, render_candidates
+from test_optim import Counting, clean_margins, toy_images, toy_logo, toy_model  # shared toy world
+
+
+def png_roundtrip(image: np.ndarray) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+
+
+def recheck(models, image: np.ndarray, label: int) -> float:
+    x = torch.from_numpy(png_roundtrip(image)).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return max(float(margins(m(x), torch.tensor([label]))[0]) for m in models)
+
+
+@pytest.mark.parametrize("name", ["gradient", "blackbox"])
+def test_success_flag_equals_an_independent_recheck_of_the_stored_bytes(name: str) -> None:
+    models = [toy_model(0), toy_model(1)]
+    images, labels = toy_images(8, seed=11)
+    boxes = [[(20, 20, 28, 28)], [], [(0, 0, 48, 10)], [], [(5, 30, 12, 40), (30, 5, 40, 12)], [], [], [(10, 10, 38, 38)]]
+    config = SearchConfig(optimizer=name, budget=80, logo_scale=0.0625, eot=("blur",), opacity=(64, 170), lesion_margin=2)
+    logo = toy_logo()
+    res = protect(images, labels, boxes, models, logo=logo, config=config, device="cpu")
+    w, h = logo_size(logo, (48, 48), scale=0.0625)
+    assert 0 < sum(r.success for r in res)
+    for img, y, r, bx in zip(images, labels, res, boxes):
+        if r.placement is None:
+            assert r.status == "no_feasible_position"
+            continue
+        p = r.placement
+        assert (p.w, p.h) == (w, h) and 64 <= p.opacity <= 170
+        stored = render_exact(img, logo, p)
+        m = recheck(models, stored, y)
+        assert r.success == (m < 0) and abs(m - r.margin) < 1e-4
+        assert r.status == ("fooled" if r.success else "not_fooled")
+        changed = (stored != img).any(2)
+        for x0, y0, x1, y1 in bx:  # zero lesion pixels changed
+            assert not changed[y0:y1, x0:x1].any()
+    assert res[7].status == "no_feasible_position" or res[7].placement is not None
+
+
+@pytest.mark.parametrize("name", ["blackbox", "bhe", "gradient"])
+def test_placement_of_an_image_does_not_depend_on_its_batch(name: str) -> None:
+    model = toy_model()
+    images, labels = toy_images(6, seed=12)
+    config = SearchConfig(optimizer=name, budget=40, logo_scale=0.0625, opacity=(64, 170), seed=3)
+    run = lambda idx: protect(images[idx], [labels[i] for i in idx], [[] for _ in idx], [model],  # noqa: E731
+                              logo=toy_logo(), config=config, device="cpu")
+    together = run([0, 1, 2, 3, 4, 5])
+    alone = run([4])
+    shuffled = run([5, 4, 3])
+    assert alone[0].placement == together[4].placement == shuffled[1].placement
+    assert alone[0].queries == together[4].queries
+    # per-image seeds given by the caller work the same way
+    a = protect(images[:3], labels[:3], [[]] * 3, [model], logo=toy_logo(), config=config, device="cpu", seeds=[7, 8, 9])
+    b = protect(images[2:3], labels[2:3], [[]], [model], logo=toy_logo(), config=config, device="cpu", seeds=[9])
+    assert a[2].placement == b[0].placement
+
+
+def test_list_input_and_validation() -> None:
+    model = toy_model()
+    images, labels = toy_images(2, seed=13)
+    config = SearchConfig(optimizer="blackbox", budget=10, logo_scale=0.0625)
+    res = protect(list(images), labels, [[], []], [model], logo=toy_logo(), config=config, device="cpu")
+    assert len(res) == 2 and all(r.queries <= 10 for r in res)
+    assert protect(np.zeros((0, 8, 8, 3), np.uint8), [], [], [model], logo=toy_logo(), config=config) == []
+    with pytest.raises(ValueError, match="same-size"):
+        protect([images[0], images[1][:40]], labels, [[], []], [model], logo=toy_logo(), config=config)
+    with pytest.raises(ValueError, match="labels"):
+        protect(images, [0], [[], []], [model], logo=toy_logo(), config=config)
+    with pytest.raises(ValueError, match="final check"):
+        protect(images, labels, [[], []], [model, model], logo=toy_logo(), config=SearchConfig(budget=1))
+    with pytest.raises(ValueError, match="jpeg75"):
+        SearchConfig(eot=("jpeg",))
+    with pytest.raises(ValueError):
+        SearchConfig(logo_scale=0.1)
+
+
+def test_budget_too_small_for_a_search_still_places_every_logo() -> None:
+    model = Counting(toy_model())
+    images, labels = toy_images(3, seed=14)
+    res = protect(images, labels, [[]] * 3, [model], logo=toy_logo(), device="cpu",
+                  config=SearchConfig(optimizer="gradient", budget=1, logo_scale=0.0625))
+    assert all(r.placement is not None and r.queries == 1 for r in res) and model.rows == 3
+
+
+def test_jpeg_eot_view_runs_and_is_counted() -> None:
+    model = Counting(toy_model())
+    images, labels = toy_images(2, seed=15)
+    res = protect(images, labels, [[]] * 2, [model], logo=toy_logo(), device="cpu",
+                  config=SearchConfig(optimizer="gradient", budget=30, logo_scale=0.0625, eot=("jpeg75", "median3")))
+    assert sum(r.queries for r in res) == model.rows and all(r.queries <= 30 for r in res)
+
+
+def test_learned_logo_keeps_alpha_and_lowers_the_loss() -> None:
+    model = toy_model()
+    images, labels = toy_images(16, seed=16)
+    logo = toy_logo()
+    config = SearchConfig(logo_scale=0.0625, opacity=(64, 170), logo_mode="learned")
+    learned = learn_logo(images, labels, [[]] * 16, [model], logo=logo, config=config, steps=30, device="cpu",
+                         generator=torch.Generator().manual_seed(0))
+    w, h = logo_size(logo, (48, 48), scale=0.0625)
+    fixed = resize_logo(logo, w, h)
+    assert learned.dtype == np.uint8 and learned.shape == (h, w, 4)
+    assert np.array_equal(learned[..., 3], fixed[..., 3]) and not np.array_equal(learned, fixed)
+    assert logo_size(learned, (48, 48), scale=0.0625) == (w, h)  # protect will not resample it
+
+    # mean loss over the same random placements, fixed vs learned colours
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    feas = torch.ones(16, 48 - h + 1, 48 - w + 1, dtype=torch.bool)
+    xy = sample_feasible(feas, 4, torch.Generator().manual_seed(5)).reshape(-1, 2)
+    index = torch.arange(16).repeat_interleave(4)
+    y = torch.tensor(labels)[index]
+    obj = Objective([model])
+    op = torch.full((64,), 170.0)
+    loss = {name: obj.evaluate(render_candidates(x, logo_tensor(lg), index, xy, op, quantize=True), y).loss.mean()
+            for name, lg in (("fixed", fixed), ("learned", learned))}
+    assert loss["learned"] < loss["fixed"]
+    res = protect(images[:4], labels[:4], [[]] * 4, [model], logo=learned, config=config, device="cpu")
+    assert all((r.placement.w, r.placement.h) == (w, h) for r in res)
+
+
+def test_models_are_restored_after_protect() -> None:
+    model = toy_model()
+    model.train()
+    try:
+        images, labels = toy_images(2, seed=17)
+        before = clean_margins([model.eval()], images, labels)
+        model.train()
+        protect(images, labels, [[]] * 2, [model], logo=toy_logo(), device="cpu",
+                config=SearchConfig(optimizer="gradient", budget=12, logo_scale=0.0625))
+        assert model.training and all(p.requires_grad for p in model.parameters())
+        assert all(p.grad is None for p in model.parameters())
+        assert torch.equal(before, clean_margins([model.eval()], images, labels))
+    finally:
+        model.eval()
