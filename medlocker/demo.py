@@ -37,7 +37,9 @@ class DemoConfig:
     n: int = 240
     size: int = 128
     train_n: int = 600
-    epochs: int = 6
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 3e-3
     arch: str = "smallcnn"
     seed: int = 0
     budget: int = 200
@@ -78,7 +80,7 @@ def run_demo(root: Path, config: DemoConfig = DemoConfig()) -> int:
     if not ckpt.exists():
         model, history = train_classifier(
             open_source(train_src), arch=config.arch, epochs=config.epochs, input_size=config.size,
-            seed=config.seed, progress=False,
+            batch_size=config.batch_size, lr=config.lr, seed=config.seed, progress=False,
         )
         save_checkpoint(model, ckpt)
     surrogate = load_checkpoint(ckpt)

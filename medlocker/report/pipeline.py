@@ -124,7 +124,7 @@ QUICK = RunConfig(
 CPU = RunConfig(
     n_images=500, n_train=600, size=224, model_size=64,
     archs=("smallcnn", "resnet18", "mobilenet_v3_large", "densenet121", "resnet50"),
-    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("single", "single_eot", "ensemble"), budget=40,
+    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("single", "ensemble"), budget=40,
     device="cpu", transforms=HEADLINE_TRANSFORMS,
     attacks=("inpaint_telea", "inverse_blend", "inverse_blend_oracle"),
     secondary_transforms=HEADLINE_TRANSFORMS, secondary_attacks=(),
@@ -133,9 +133,10 @@ CPU = RunConfig(
 images at 224 px against five architectures (three held out). The images, the watermark
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
 (``model_size``), which is what makes training five of them affordable. The search budget
-(40 queries) allows two gradient rounds for one surrogate, one for the EOT views; the
-ensemble with EOT (8 queries per candidate) does not fit this CPU budget -- on a GPU use
-``FULL``."""
+(40 queries) allows two gradient rounds (gradient + 8 candidates, per surrogate) for the
+ensemble. The EOT configurations (4 views: 4x the queries per candidate) and the larger
+budget do not fit this CPU's hour -- add ``--configs single,single_eot,ensemble_eot
+--budget 200`` on a faster machine, or use ``FULL`` on a GPU."""
 
 
 def run_from_sources(
