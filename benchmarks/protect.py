@@ -200,6 +200,10 @@ def run_row(name: str, logo_mode: str, logo: np.ndarray, clf: torch.nn.Module, i
         "success_flag_agrees": int(agree),
         "seconds": round(seconds, 2),
         "images_per_second": round(len(images) / seconds, 2),
+        "per_image": [{"status": r.status, "queries": r.queries, "margin": round(r.margin, 4),
+                       "placement": r.placement.to_dict() if r.placement else None,
+                       "clean_correct": bool(c), "protected_correct": bool(p)}
+                      for r, c, p in zip(results, clean_ok, protected_ok)],
     }
 
 
@@ -246,7 +250,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for mode in args.logos.split(","):
         for name in args.optimizers.split(","):
             row = run_row(name, mode, logos[mode], clf, images, labels, boxes, masks, clean_pred, args, device)
-            log.info("%s/%s: %s", mode, name, row)
+            log.info("%s/%s: %s", mode, name, {k: v for k, v in row.items() if k != "per_image"})
             rows.append(row)
 
     w, h = logo_size(default_logo(), (args.size, args.size), scale=args.logo_scale)

@@ -179,10 +179,10 @@ def test_same_seed_same_placements(name: str) -> None:
 
 @pytest.mark.parametrize("name", OPTIMIZER_NAMES)
 def test_stops_at_first_success(name: str) -> None:
-    images = np.full((3, SIZE, SIZE, 3), 128, dtype=np.uint8)  # 128/255 != 0.5, so make the clean image exact grey
+    images = np.full((3, SIZE, SIZE, 3), 128, dtype=np.uint8)
     model = flat_grey_classifier(AlwaysFooled())
+    model.mean.fill_(128 / 255)  # the clean grey image normalises to exactly 0: class "clean"
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    model.mean.fill_(128 / 255)
     assert model(x).argmax(1).eq(0).all()
     res = protect(images, [0, 0, 0], [[], [], []], [model], logo=toy_logo(), device="cpu",
                   config=SearchConfig(optimizer=name, budget=1000, logo_scale=0.0625))

@@ -14,16 +14,21 @@ go. Infeasible positions are masked, the ``k`` best positions are picked with
 non-maximum suppression and evaluated exactly (quantized render, one query
 each per surrogate and view). The search stops at the first success;
 otherwise it moves to the best placement found so far, takes the gradient
-there and repeats. The linear score is proportional to the opacity, so the
-highest allowed opacity is used whenever the score says placement helps.
+there and repeats; from the second round on, part of the ``k`` candidates are
+random moves around the best placement with a shrinking radius (the linear
+model is good at ranking distant positions, coarse at the last few pixels).
+The linear score is proportional to the opacity, so the highest allowed
+opacity is used whenever the score says placement helps.
 
-Each round costs ``1 + k`` queries per image per surrogate and view.
+Each round costs at most ``1 + k`` queries per image per surrogate and view (the
+candidates go in sub-rounds, so an image stops right after its first success).
 """
 
 from __future__ import annotations
 
 import torch
 
+from medlocker.watermark.feasible import project
 from medlocker.watermark.optim.base import Optimizer
 
 __all__ = ["LinearisedPlacementSearch", "placement_scores", "nms_topk"]
@@ -74,24 +79,29 @@ def nms_topk(score: torch.Tensor, k: int, radius: tuple[int, int]) -> torch.Tens
 
 
 class LinearisedPlacementSearch(Optimizer):
-    """Gradient-scored top-k placement search.
+    """Gradient-scored top-k placement search, with local refinement around the best placement.
 
     Args:
         objective: see :class:`~medlocker.watermark.optim.base.Optimizer`.
         k: positions evaluated per round.
         nms: suppression half-window as a fraction of the logo size.
         tabu: positions within this many px of an evaluated one are not proposed again.
+        local: after the first round, this many of the ``k`` candidates are random
+            moves around the best placement so far (radius starting at half the logo
+            size, halved after a round without improvement) instead of gradient picks:
+            the linear model ranks far-apart positions well but is coarse near the optimum.
         round_size: the ``k`` candidates are evaluated in sub-rounds of this many, so an
             image whose best-scored position already succeeds stops early.
     """
 
     name = "gradient"
 
-    def __init__(self, objective, *, k: int = 8, nms: float = 0.25, tabu: int = 1, round_size: int = 4) -> None:
+    def __init__(self, objective, *, k: int = 8, nms: float = 0.25, tabu: int = 1, local: int = 4,
+                 round_size: int = 4) -> None:
         super().__init__(objective, round_size=min(k, round_size))
-        if k < 1 or nms < 0 or tabu < 0:
-            raise ValueError("need k >= 1, nms >= 0, tabu >= 0")
-        self.k, self.nms, self.tabu = int(k), float(nms), int(tabu)
+        if k < 1 or nms < 0 or tabu < 0 or not 0 <= local < k:
+            raise ValueError("need k >= 1, nms >= 0, tabu >= 0 and 0 <= local < k")
+        self.k, self.nms, self.tabu, self.local = int(k), float(nms), int(tabu), int(local)
 
     def search(self) -> None:
         p = self.problem
@@ -103,6 +113,7 @@ class LinearisedPlacementSearch(Optimizer):
         radius = (int(w * self.nms), int(h * self.nms))
         blocked = ~p.feasible.clone()
         stuck = torch.zeros(B, dtype=torch.bool, device=dev)
+        step = torch.full((B,), max(w, h) / 2.0, dtype=torch.float64, device=dev)
         ys = torch.arange(Hp, device=dev).repeat_interleave(Wp)
         xs = torch.arange(Wp, device=dev).repeat(Hp)
         while True:
@@ -114,9 +125,13 @@ class LinearisedPlacementSearch(Optimizer):
             score = placement_scores(grad, p.images[idx], p.logo, float(hi))
             score = score.masked_fill(blocked[idx], float("inf"))
             cand = nms_topk(score, self.k, radius)
-            stuck[idx] = cand[:, 0, 0] < 0
+            if self.local:
+                cand = self._with_local_moves(idx, cand, blocked, step)
+            stuck[idx] = (cand[..., 0] < 0).all(1)
             op = torch.full(cand.shape[:2], hi, dtype=torch.long, device=dev)
+            before = self.best_key[idx].clone()
             self.evaluate_grid(idx, cand, op)
+            step[idx] = torch.where(self.best_key[idx] < before, step[idx], (step[idx] / 2).clamp(min=1.0))
             # Tabu: evaluated positions (and their immediate neighbours) are not proposed again.
             flat = blocked[idx].reshape(idx.numel(), Hp * Wp)
             for j in range(self.k):
@@ -124,3 +139,22 @@ class LinearisedPlacementSearch(Optimizer):
                 near = ((xs - x[:, None]).abs() <= self.tabu) & ((ys - y[:, None]).abs() <= self.tabu) & (x[:, None] >= 0)
                 flat |= near
             blocked[idx] = flat.view(-1, Hp, Wp)
+
+    def _with_local_moves(self, idx: torch.Tensor, cand: torch.Tensor, blocked: torch.Tensor,
+                          step: torch.Tensor) -> torch.Tensor:
+        """Replace the last ``local`` gradient picks by moves around the best placement,
+        interleaved with the gradient picks (gradient first)."""
+        A, L = idx.numel(), self.local
+        u = self.uniform(idx, L, 2) * 2 - 1
+        moves = self.best_xy[idx][:, None, :].double() + (u * step[idx][:, None, None]).round()
+        moves = project(moves, ~blocked[idx])  # nearest feasible, not yet evaluated
+        has_best = (self.best_xy[idx, 0] >= 0)[:, None, None]
+        n_grad = self.k - L
+        moves = torch.where(has_best, moves, cand[:, n_grad:])  # first round: all gradient picks
+        m = min(L, n_grad)
+        head = torch.stack([cand[:, :m], moves[:, :m]], dim=2).reshape(A, 2 * m, 2)
+        out = torch.cat([head, cand[:, m:n_grad], moves[:, m:]], dim=1)
+        # Several moves may project onto the same position: evaluate it once.
+        same = (out[:, :, None, :] == out[:, None, :, :]).all(-1) & (out[:, :, None, 0] >= 0)
+        dup = torch.tril(same, diagonal=-1).any(2)
+        return out.masked_fill(dup[..., None], -1)
