@@ -142,3 +142,51 @@ def test_failed_upload_leaves_no_object(s3: dict[str, Any]) -> None:
     with mlfs.atomic_write(url, s3) as f:
         f.write(b"whole")
     assert mlfs.read_bytes(url, s3, max_size=10) == b"whole"
+
+
+def test_pack_to_s3_then_read_as_licensee_with_workers_and_as_public(s3: dict[str, Any], tmp_path) -> None:
+    """The packer itself publishes to s3:// (secrets stay local); both views read it back."""
+    import io
+    from datetime import timedelta
+
+    import numpy as np
+    import tarfile
+    import torch
+    from PIL import Image
+
+    from medlocker.crypto import issue_license
+    from medlocker.data import open_source, write_synthetic_dataset
+    from medlocker.models import build_classifier
+    from medlocker.owner import OwnerSecrets
+    from medlocker.pack import PackConfig, pack
+    from medlocker.shards import fs as mlfs
+    from medlocker.shards import read_manifest
+    from medlocker.watermark import SearchConfig, default_logo
+
+    source = open_source(write_synthetic_dataset(tmp_path / "src", n=6, size=64, seed=5, progress=False))
+    model = build_classifier("smallcnn", source.classes, input_size=64, seed=0).eval()
+    dest = f"s3://{BUCKET}/datasets/packed"
+    pack(source, dest, owner=OWNER, secrets=tmp_path / "secrets", surrogates=[model], logo=default_logo(),
+         storage_options=s3, config=PackConfig(
+             search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.02, lesion_margin=1), shard_size=2))
+    manifest = read_manifest(dest, OWNER.public, storage_options=s3)
+    run = OwnerSecrets.load(tmp_path / "secrets", OWNER)
+    lic = issue_license(OWNER, dataset_id=manifest.dataset_id, manifest_digest=manifest.digest,
+                        licensee=ALICE.public, content_key=run.content_key, now=NOW,
+                        not_before=NOW - timedelta(days=1), expires=NOW + timedelta(days=1))
+    originals = {r.key: np.asarray(Image.open(r.path).convert("RGB")) for r in source.records}
+
+    ds = LicensedDataset(dest, license=lic, identity=ALICE, owner=OWNER.public, now=NOW, storage_options=s3)
+    loader = torch.utils.data.DataLoader(ds.map(_as_array), batch_size=None, num_workers=2)
+    seen = {s["__key__"]: s["image"] for s in loader}
+    assert sorted(seen) == sorted(originals)
+    assert all(np.array_equal(seen[k], originals[k]) for k in originals)
+
+    public = {}
+    for shard in manifest.shards:
+        with mlfs.open_read(mlfs.join(dest, shard.name), s3) as f, tarfile.open(fileobj=f, mode="r|") as tar:
+            for m in tar:
+                if m.name.endswith(".png"):
+                    public[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
+    assert sorted(public) == sorted(originals)
+    assert all(not np.array_equal(public[k], originals[k]) for k in originals)
