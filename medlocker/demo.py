@@ -34,15 +34,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DemoConfig:
-    n: int = 240
+    n: int = 120
     size: int = 128
-    train_n: int = 600
+    train_n: int = 400
     epochs: int = 10
     batch_size: int = 16
     lr: float = 3e-3
     arch: str = "smallcnn"
     seed: int = 0
-    budget: int = 200
+    budget: int = 40
 
 
 def _say(msg: str) -> None:
