@@ -2,7 +2,7 @@
 """Protect an image dataset and publish it as signed WebDataset shards.
 
 Examples:
-  python tools/pack.py --demo                      # everything, on synthetic data (~3 min on CPU)
+  python tools/pack.py --demo                      # everything, on synthetic data (a few minutes on CPU)
   python tools/pack.py --input aptos/ --out s3://bucket/aptos-protected \\
       --owner owner.key --secrets owner-secrets/aptos --model resnet50.pt
   torchrun --nproc_per_node 8 tools/pack.py ...     # one rank per GPU, one signed manifest
