@@ -4,12 +4,19 @@ The signed index of every shard publishes, per sample, a salted commitment to
 its watermark parameters. The owner keeps the plain parameters and salts. To
 claim a suspect image, the owner
 
-1. finds the published sample it derives from (thumbnail similarity, robust to
-   JPEG and mild resizing), then
-2. scores whether the suspect carries *that* sample's logo residual at *that*
-   placement (the correlation of ``suspect - original`` with
-   ``published - original`` inside the logo box), and
+1. finds the published sample it derives from: candidates by thumbnail, then the
+   correlation of fine image detail (a high-pass of the whole image), which is
+   unique to each image, unlike the fundus layout every image shares;
+2. scores whether the suspect carries *that* sample's logo at *that* placement:
+   inside the logo box, the partial correlation of the suspect with the logo
+   residual ``published - original`` once what the original explains is
+   regressed out (per channel). An unrelated image, or a leaked *original*,
+   scores near 0; a re-encoded copy of the published image near 1; and
 3. reveals the parameters and the salt that open the signed commitment.
+
+A suspect smaller than the stored image was resized: both references are sent
+through the same down-and-up resize before they are compared, so the blur of
+that resize is not counted against the match.
 
 Anyone with the owner's public key and the published dataset can check the
 proof (:func:`check_proof`): the manifest signature, the index digest, the
@@ -26,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from .crypto import PublicIdentity, canonical_json, check_commitment, open_payload, parse_json_strict
 from .errors import FormatError, IntegrityError
@@ -41,9 +48,10 @@ from .watermark import Placement
 __all__ = ["Proof", "ProofCheck", "prove", "check_proof", "PROOF_FORMAT"]
 
 PROOF_FORMAT = "medlocker.proof"
-PROOF_VERSION = 1
+PROOF_VERSION = 2
 MATCH_THRESHOLD = 0.5
 _THUMB = 32
+_DETAIL_SIGMA = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,8 +65,13 @@ class Proof:
         return self.doc["score_milli"] / 1000
 
     @property
+    def image_similarity(self) -> float:
+        return self.doc["image_similarity_milli"] / 1000
+
+    @property
     def matched(self) -> bool:
-        return self.score >= MATCH_THRESHOLD
+        """The suspect is this sample (fine detail) and carries its watermark (the box)."""
+        return self.score >= MATCH_THRESHOLD and self.image_similarity >= MATCH_THRESHOLD
 
     def to_bytes(self) -> bytes:
         return canonical_json(self.doc)
@@ -71,10 +84,13 @@ class ProofCheck:
     key: str
     commitment_opens: bool
     box_similarity: float | None  # suspect vs published sample inside the box, if an image was given
+    image_similarity: float | None = None  # fine-detail correlation of the whole images, if an image was given
 
     @property
     def ok(self) -> bool:
-        return self.commitment_opens and (self.box_similarity is None or self.box_similarity >= MATCH_THRESHOLD)
+        if not self.commitment_opens:
+            return False
+        return all(v is None or v >= MATCH_THRESHOLD for v in (self.box_similarity, self.image_similarity))
 
 
 def _gray(img: np.ndarray) -> np.ndarray:
@@ -97,6 +113,38 @@ def _to_size(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
     if img.shape[:2] == hw:
         return img
     return np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BICUBIC))
+
+
+def _through(img: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """``img`` resized to ``hw`` (the suspect's size) and back: what a leak at that size kept."""
+    if img.shape[:2] == hw:
+        return img
+    small = np.asarray(Image.fromarray(img).resize((hw[1], hw[0]), Image.BILINEAR))
+    return _to_size(small, img.shape[:2])
+
+
+def _high_pass(img: np.ndarray) -> np.ndarray:
+    blur = Image.fromarray(img).filter(ImageFilter.GaussianBlur(_DETAIL_SIGMA))
+    return img.astype(np.float32) - np.asarray(blur, np.float32)
+
+
+def _detail_similarity(suspect: np.ndarray, reference: np.ndarray) -> float:
+    """Correlation of fine detail (vessels, texture, noise): high only for the same image."""
+    return _cosine(_high_pass(suspect), _high_pass(reference))
+
+
+def _watermark_score(suspect: np.ndarray, published: np.ndarray, original: np.ndarray) -> float:
+    """Partial correlation of ``suspect`` with the logo residual given ``original`` (one box, HxWx3)."""
+    rs, rd = [], []
+    for c in range(3):
+        o = original[..., c].ravel().astype(np.float64)
+        basis = np.stack([np.ones_like(o), o], axis=1)
+        for target, out in ((suspect[..., c].ravel().astype(np.float64), rs),
+                            (published[..., c].ravel().astype(np.float64) - o, rd)):
+            coef = np.linalg.lstsq(basis, target, rcond=None)[0]
+            out.append(target - basis @ coef)
+    a, b = np.concatenate(rs), np.concatenate(rd)
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-9))
 
 
 def _decode(png: bytes) -> np.ndarray:
@@ -157,8 +205,9 @@ def prove(
     scored.sort(reverse=True)
     params = secrets.params()
 
+    hw = suspect.shape[:2]
     best: tuple[float, float, str, str] | None = None
-    for sim, key, shard_name in scored[:candidates]:
+    for _, key, shard_name in scored[:candidates]:
         m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
         published = _decode(m[layout.EXT_IMAGE])
         plain = open_payload(
@@ -167,12 +216,14 @@ def prove(
         )
         original = apply_restoration(published, plain)
         x0, y0, x1, y1 = Placement.from_dict(params[key].placement).box
-        s = _to_size(suspect, published.shape[:2]).astype(np.float32)
-        score = _cosine(s[y0:y1, x0:x1] - original[y0:y1, x0:x1], published[y0:y1, x0:x1] - original[y0:y1, x0:x1].astype(np.float32))
-        if best is None or score > best[0]:
-            best = (score, sim, key, shard_name)
+        s = _to_size(suspect, published.shape[:2])
+        p, o = _through(published, hw), _through(original, hw)
+        image_sim = _detail_similarity(s, p)
+        score = _watermark_score(s[y0:y1, x0:x1], p[y0:y1, x0:x1], o[y0:y1, x0:x1])
+        if best is None or image_sim > best[1]:  # which sample it is: fine detail, not the score
+            best = (score, image_sim, key, shard_name)
     assert best is not None
-    score, sim, key, shard_name = best
+    score, image_sim, key, shard_name = best
     rec = params[key]
     doc = {
         "format": PROOF_FORMAT,
@@ -187,7 +238,7 @@ def prove(
         "logo_sha256": manifest.logo_sha256,
         "commitment": rec.commitment,
         "score_milli": int(round(score * 1000)),
-        "thumbnail_similarity_milli": int(round(sim * 1000)),
+        "image_similarity_milli": int(round(image_sim * 1000)),
         "suspect_sha256": sha256_digest(np.ascontiguousarray(suspect).tobytes()),
     }
     return Proof(doc)
@@ -225,13 +276,15 @@ def check_proof(
         dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=manifest.logo_sha256
     )
     opens = entry.commitment == doc.get("commitment") and check_commitment(entry.commitment, data, salt)
-    similarity = None
+    similarity = image_similarity = None
     if suspect is not None:
         m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
         if sha256_digest(m[layout.EXT_IMAGE]) != entry.wm_sha256:
             raise IntegrityError(f"{shard_name}: sample {key!r} does not match its signed digest")
         published = _decode(m[layout.EXT_IMAGE])
         x0, y0, x1, y1 = placement.box
-        s = _to_size(suspect, published.shape[:2])
-        similarity = _cosine(s[y0:y1, x0:x1].astype(np.float32), published[y0:y1, x0:x1].astype(np.float32))
-    return ProofCheck(key=key, commitment_opens=bool(opens), box_similarity=similarity)
+        s, p = _to_size(suspect, published.shape[:2]), _through(published, suspect.shape[:2])
+        similarity = _cosine(s[y0:y1, x0:x1].astype(np.float32), p[y0:y1, x0:x1].astype(np.float32))
+        image_similarity = _detail_similarity(s, p)
+    return ProofCheck(key=key, commitment_opens=bool(opens), box_similarity=similarity,
+                      image_similarity=image_similarity)

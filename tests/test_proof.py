@@ -43,7 +43,8 @@ def packed(tmp_path_factory):
     manifest = read_manifest(str(dest), owner.public)
     for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil"):
         published[x["__key__"]] = np.asarray(x["png"].convert("RGB"))
-    return {"dest": str(dest), "owner": owner, "run": run, "published": published, "tmp": tmp}
+    originals = {f"synth_{i:06d}": generate_fundus(11, i, SIZE).image for i in range(8)}
+    return {"dest": str(dest), "owner": owner, "run": run, "published": published, "originals": originals, "tmp": tmp}
 
 
 def _jpeg_and_resize(img: np.ndarray, quality: int, scale: float) -> np.ndarray:
@@ -62,13 +63,28 @@ def test_leaked_image_is_traced_and_the_proof_checks(packed, quality, scale):
     assert proof.doc["key"] == key
     assert proof.matched, proof.doc
     result = check_proof(proof.to_bytes(), dest=packed["dest"], owner=packed["owner"].public, suspect=suspect)
-    assert result.ok and result.commitment_opens and result.box_similarity > 0.5
+    assert result.ok and result.commitment_opens and result.box_similarity > 0.5 and result.image_similarity > 0.5
 
 
-def test_unrelated_image_does_not_match(packed):
-    other = generate_fundus(999, 0, SIZE).image
-    proof = prove(other, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
-    assert not proof.matched
+@pytest.mark.parametrize("scale", [1.0, 0.8])
+def test_unrelated_images_do_not_match(packed, scale):
+    # Every synthetic fundus shares the disc layout, so these are hard negatives.
+    for seed in range(12):
+        other = _jpeg_and_resize(generate_fundus(900 + seed, seed % 5, SIZE).image, 90, scale)
+        proof = prove(other, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
+        assert not proof.matched, (seed, proof.doc)
+        assert proof.score < 0.5
+        result = check_proof(proof.to_bytes(), dest=packed["dest"], owner=packed["owner"].public, suspect=other)
+        assert result.commitment_opens and not result.ok, (seed, result)
+
+
+def test_a_leaked_original_carries_no_watermark(packed):
+    """The score measures the logo itself: the unprotected original of a sample scores ~0."""
+    key = sorted(packed["published"])[3]
+    original = packed["originals"][key]
+    proof = prove(original, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public)
+    assert proof.doc["key"] == key and proof.image_similarity > 0.5  # it is the same image ...
+    assert abs(proof.score) < 0.2 and not proof.matched  # ... without the watermark
 
 
 def test_tampered_or_foreign_proofs_are_rejected(packed):

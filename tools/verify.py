@@ -77,7 +77,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     d = proof.doc
     verdict = "MATCH" if proof.matched else "NO MATCH"
     print(f"{verdict}: sample {d['key']} of {d['shard']} (watermark score {proof.score:.3f}, "
-          f"thumbnail similarity {d['thumbnail_similarity_milli'] / 1000:.3f}); proof written to {out}")
+          f"image detail similarity {proof.image_similarity:.3f}; both must be >= 0.5); proof written to {out}")
     return 0 if proof.matched else 1
 
 
@@ -90,7 +90,8 @@ def cmd_check_proof(args: argparse.Namespace) -> int:
                          storage_options=storage_options(args.storage_option))
     print(f"sample {result.key}: commitment {'opens' if result.commitment_opens else 'DOES NOT open'}", end="")
     if result.box_similarity is not None:
-        print(f"; suspect vs published inside the logo box: {result.box_similarity:.3f}", end="")
+        print(f"; suspect vs published: inside the logo box {result.box_similarity:.3f}, "
+              f"image detail {result.image_similarity:.3f} (both must be >= 0.5)", end="")
     print(f"\n{'OK: the proof holds' if result.ok else 'FAILED: the proof does not hold'}")
     return 0 if result.ok else 1
 
