@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         print(summary(json.loads(Path(argv[i + 1]).read_text())))
         return 0
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     from medlocker.report.pipeline import run_from_sources
 
     config = config_from_args(args)

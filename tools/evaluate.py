@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"search configurations, from {','.join(CONFIG_NAMES)} (default {','.join(FULL.configs)})")
     p.add_argument("--optimizer", help=f"search optimizer (default {FULL.optimizer})")
     p.add_argument("--budget", type=int, help=f"model queries per image (default {FULL.budget})")
+    p.add_argument("--logo-scale", type=float, help=f"logo area as a fraction of the image (default {FULL.logo_scale})")
+    p.add_argument("--max-opacity", type=int,
+                   help=f"highest opacity the search may use, 1..255 (default {FULL.opacity[1]}: solid logo pixels)")
+    p.add_argument("--learn-steps", type=int,
+                   help=f"logo-learning steps of the *_learned configurations (default {FULL.learn_steps})")
     p.add_argument("--transfer-sources", type=_names,
                    help="architectures to protect with alone, for a full transfer heat map")
     p.add_argument("--seed", type=int, help="data, training and search seed (default 0)")
@@ -90,7 +95,9 @@ def config_from_args(args: argparse.Namespace):
         base, n_images=args.n, n_train=args.n_train, size=args.size, model_size=args.model_size, archs=args.archs,
         surrogates=args.surrogates,
         epochs=args.epochs, configs=args.configs, optimizer=args.optimizer, budget=args.budget,
-        transfer_sources=args.transfer_sources, seed=args.seed, device=args.device,
+        transfer_sources=args.transfer_sources, seed=args.seed, device=args.device, logo_scale=args.logo_scale,
+        opacity=None if args.max_opacity is None else (min(base.opacity[0], args.max_opacity), args.max_opacity),
+        learn_steps=args.learn_steps,
     )
 
 

@@ -12,7 +12,11 @@ Search configurations (``RunConfig.configs``):
 * ``single``: the first surrogate alone;
 * ``ensemble``: all surrogates together;
 * ``*_eot`` (``single_eot``, ``ensemble_eot``): the same with expectation over
-  the JPEG q75 / resize x0.5 / median 3x3 views the report measures.
+  the JPEG q75 / resize x0.5 / median 3x3 views the report measures;
+* ``*_learned`` (``single_learned``, ``ensemble_learned``, ``ensemble_eot_learned``):
+  the same with the "learned" logo mode: the logo's colours are first learned
+  against the configuration's surrogates (:func:`medlocker.watermark.learn_logo`)
+  on ``learn_images`` *training* images, never on the evaluated ones.
 
 The models not named in a configuration's surrogates are its black-box
 (held-out) models. The packed-dataset path (protected shards + owner secrets)
@@ -44,7 +48,9 @@ __all__ = ["RunConfig", "QUICK", "FULL", "CPU", "CONFIG_NAMES", "EOT_VIEWS", "ru
 log = logging.getLogger(__name__)
 
 EOT_VIEWS = ("jpeg75", "resize0.5", "median3")
-CONFIG_NAMES = ("single", "single_eot", "ensemble", "ensemble_eot")
+CONFIG_NAMES = (
+    "single", "single_eot", "ensemble", "ensemble_eot", "single_learned", "ensemble_learned", "ensemble_eot_learned",
+)
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,12 @@ class RunConfig:
             last one is the primary report.
         optimizer: search optimizer (``medlocker.watermark.SearchConfig.optimizer``).
         budget: most model queries per image.
+        logo_scale: logo area as a fraction of the image (``SearchConfig.logo_scale``).
+        opacity: the opacity range the search may use, ``1..255``; 255 makes
+            the logo's solid pixels replace the image (nothing to invert).
+        min_logo_scale: the logo may shrink down to this area where no position
+            avoids the lesions at full size (``SearchConfig.min_logo_scale``).
+        learn_steps, learn_images: the ``*_learned`` configurations' logo learning.
         transfer_sources: architectures each protected as a lone surrogate, for
             a full source x target transfer heat map (costs one search each).
         transforms, attacks: what the report measures.
@@ -90,6 +102,11 @@ class RunConfig:
     configs: tuple[str, ...] = ("single", "ensemble_eot")
     optimizer: str = "gradient"
     budget: int = 1000
+    logo_scale: float = 0.0625
+    opacity: tuple[int, int] = (96, 255)
+    min_logo_scale: float | None = 0.01
+    learn_steps: int = 100
+    learn_images: int = 128
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
@@ -111,7 +128,7 @@ class RunConfig:
             raise ValueError(f"unknown configs {bad}; known: {', '.join(CONFIG_NAMES)}")
 
 
-FULL = RunConfig()
+FULL = RunConfig(configs=("single", "ensemble", "ensemble_eot", "ensemble_eot_learned"))
 """The benchmark: 500 images at 224 px, nine architectures (meant for a GPU)."""
 
 QUICK = RunConfig(
@@ -124,7 +141,7 @@ QUICK = RunConfig(
 CPU = RunConfig(
     n_images=500, n_train=600, size=224, model_size=64,
     archs=("smallcnn", "resnet18", "mobilenet_v3_large", "densenet121", "resnet50"),
-    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("single", "ensemble"), budget=40,
+    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("ensemble", "ensemble_learned"), budget=40,
     device="cpu", transforms=HEADLINE_TRANSFORMS,
     attacks=("inpaint_telea", "inverse_blend", "inverse_blend_oracle"),
     secondary_transforms=HEADLINE_TRANSFORMS, secondary_attacks=(),
@@ -134,9 +151,11 @@ images at 224 px against five architectures (three held out). The images, the wa
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
 (``model_size``), which is what makes training five of them affordable. The search budget
 (40 queries) allows two gradient rounds (gradient + 8 candidates, per surrogate) for the
-ensemble. The EOT configurations (4 views: 4x the queries per candidate) and the larger
-budget do not fit this CPU's hour -- add ``--configs single,single_eot,ensemble_eot
---budget 200`` on a faster machine, or use ``FULL`` on a GPU."""
+ensemble. The primary configuration is ``ensemble_learned``; ``ensemble`` (the fixed
+logo) is the comparison. The EOT configurations (4 views: 4x the queries per candidate)
+and the larger budget do not fit this CPU's hour -- add ``--configs
+single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
+``FULL`` on a GPU."""
 
 
 def run_from_sources(
@@ -170,7 +189,7 @@ def run_from_sources(
     stage = on_stage or (lambda s: log.info("%s", s))
     timings: dict[str, float] = {}
     device = resolve_device(config.device)
-    logo = default_logo()
+    base_logo = default_logo()
 
     t = time.perf_counter()
     stage(f"synthesizing {config.n_images} evaluation images at {config.size} px")
@@ -186,6 +205,13 @@ def run_from_sources(
     # The primary (last) configuration runs first: its report is on disk even if a long run is cut short.
     for name in (config.configs[-1], *config.configs[:-1]):
         surrogates = _surrogates_for(name, config)
+        logo = base_logo
+        if name.endswith("_learned"):
+            stage(f"learning the logo's colours for {name} on {config.learn_images} training images "
+                  f"({config.learn_steps} steps)")
+            t = time.perf_counter()
+            logo = _learned_logo(config, name, [models[s] for s in surrogates], base_logo, device)
+            timings[f"learn_logo_{name}"] = time.perf_counter() - t
         stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
         t = time.perf_counter()
         protected, placements, queries = _protect(originals, labels, lesion_boxes, models, surrogates, name, config,
@@ -204,7 +230,10 @@ def run_from_sources(
             title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})", prediction_cache=predictions,
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
-                             "eot": list(EOT_VIEWS) if name.endswith("_eot") else []}},
+                             "eot": list(EOT_VIEWS) if "_eot" in name else [],
+                             "logo_mode": "learned" if name.endswith("_learned") else "fixed",
+                             "logo_scale": config.logo_scale, "opacity": list(config.opacity),
+                             "min_logo_scale": config.min_logo_scale}},
         )
         report, figures = evaluate(
             originals=originals, protected=protected, labels=labels, lesion_boxes=lesion_boxes,
@@ -220,7 +249,8 @@ def run_from_sources(
     transfer: dict[str, dict[str, float]] = {}
     for src in config.transfer_sources:
         stage(f"transfer: protecting with {src} alone")
-        protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), "single", config, logo, device)
+        protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), "single", config, base_logo,
+                                   device)
         transfer[f"{src} alone"] = {
             m: accuracy(predict(clf, protected, device=device), labels) for m, clf in models.items()
         }
@@ -382,10 +412,9 @@ def _protect(
     logo: np.ndarray,
     device: torch.device,
 ) -> tuple[np.ndarray, list[Any], list[int]]:
-    from medlocker.watermark import SearchConfig, protect, render_exact
+    from medlocker.watermark import protect, render_exact
 
-    search = SearchConfig(optimizer=config.optimizer, budget=config.budget, seed=config.seed,
-                          eot=EOT_VIEWS if name.endswith("_eot") else ())
+    search = _search_config(config, name)
     results = protect(originals, labels.tolist(), lesion_boxes, [models[s] for s in surrogates], logo=logo,
                       config=search, device=device, seeds=list(range(config.n_train, config.n_train + len(labels))))
     placements = [r.placement for r in results]
@@ -393,6 +422,32 @@ def _protect(
         render_exact(img, logo, p) if p is not None else img.copy() for img, p in zip(originals, placements)
     ])
     return protected, placements, [int(r.queries) for r in results]
+
+
+def _search_config(config: RunConfig, name: str):
+    from medlocker.watermark import SearchConfig
+
+    return SearchConfig(
+        optimizer=config.optimizer, budget=config.budget, seed=config.seed, eot=EOT_VIEWS if "_eot" in name else (),
+        logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
+        logo_mode="learned" if name.endswith("_learned") else "fixed",
+    )
+
+
+def _learned_logo(
+    config: RunConfig, name: str, surrogates: list[nn.Module], logo: np.ndarray, device: torch.device
+) -> np.ndarray:
+    """The logo recoloured against ``surrogates`` on the first ``learn_images`` training images."""
+    from medlocker.data import generate_fundus
+    from medlocker.watermark import boxes_from_masks, learn_logo
+
+    samples = [generate_fundus(config.seed, i, config.size) for i in range(min(config.learn_images, config.n_train))]
+    images = np.stack([s.image for s in samples])
+    boxes = [[tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)] for s in samples]
+    generator = torch.Generator().manual_seed(config.seed)
+    return learn_logo(images, [s.label for s in samples], boxes, surrogates, logo=logo,
+                      config=_search_config(config, name), steps=config.learn_steps, generator=generator,
+                      device=device)
 
 
 def _comparison_row(name: str, run: Mapping[str, Any]) -> dict[str, Any]:
