@@ -27,7 +27,6 @@ published sample inside the revealed box.
 from __future__ import annotations
 
 import io
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from .shards import fs as _fs
 from .shards import layout, read_manifest
 from .shards.index import parse_index
 from .shards.manifest import Manifest
+from .shards.reader import iter_samples
 from .shards.payload import apply_restoration, sha256_digest
 from .watermark import Placement
 
@@ -152,22 +152,16 @@ def _decode(png: bytes) -> np.ndarray:
         return np.asarray(im.convert("RGB"))
 
 
-def _shard_members(url: str, storage_options: dict | None) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: bytes}) per sample of one shard, streamed."""
-    current, members = None, {}
-    with _fs.open_read(url, storage_options) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-        for info in tar:
-            parts = layout.split_member_name(info.name) if info.isfile() else None
-            if parts is None:
-                continue
-            key, ext = parts
-            if key != current and current is not None:
-                yield current, members
-                members = {}
-            current = key
-            members[ext] = tar.extractfile(info).read()
-    if current is not None:
-        yield current, members
+def _samples(dest: str, manifest: Manifest, storage_options: dict | None, shards=None) -> Iterator[dict[str, Any]]:
+    """Verified raw samples (see :func:`medlocker.shards.reader.iter_samples`)."""
+    return iter_samples(dest, manifest, shards=shards, storage_options=storage_options)
+
+
+def _sample(dest: str, manifest: Manifest, shard_name: str, key: str, storage_options: dict | None) -> dict[str, Any]:
+    for sample in _samples(dest, manifest, storage_options, shards=[shard_name]):
+        if sample["__key__"] == key:
+            return sample
+    raise IntegrityError(f"sample {key!r} is not in shard {shard_name}")
 
 
 def _index(manifest: Manifest, dest: str, shard_name: str, storage_options: dict | None):
@@ -198,8 +192,8 @@ def prove(
     target = _thumb(suspect)
     scored: list[tuple[float, str, str]] = []
     for shard in manifest.shards:
-        for key, m in _shard_members(_fs.join(dest, shard.name), storage_options):
-            scored.append((float(_thumb(_decode(m[layout.EXT_IMAGE])) @ target), key, shard.name))
+        for sample in _samples(dest, manifest, storage_options, shards=[shard.name]):
+            scored.append((float(_thumb(_decode(sample[layout.EXT_IMAGE])) @ target), sample["__key__"], shard.name))
     if not scored:
         raise FormatError(f"{dest} holds no samples")
     scored.sort(reverse=True)
@@ -208,7 +202,7 @@ def prove(
     hw = suspect.shape[:2]
     best: tuple[float, float, str, str] | None = None
     for _, key, shard_name in scored[:candidates]:
-        m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
+        m = _sample(dest, manifest, shard_name, key, storage_options)
         published = _decode(m[layout.EXT_IMAGE])
         plain = open_payload(
             secrets.content_key, m[layout.EXT_SEAL], dataset_id=secrets.dataset_id, sample_key=key,
@@ -278,9 +272,7 @@ def check_proof(
     opens = entry.commitment == doc.get("commitment") and check_commitment(entry.commitment, data, salt)
     similarity = image_similarity = None
     if suspect is not None:
-        m = dict(_shard_members(_fs.join(dest, shard_name), storage_options))[key]
-        if sha256_digest(m[layout.EXT_IMAGE]) != entry.wm_sha256:
-            raise IntegrityError(f"{shard_name}: sample {key!r} does not match its signed digest")
+        m = _sample(dest, manifest, shard_name, key, storage_options)  # members checked against the index
         published = _decode(m[layout.EXT_IMAGE])
         x0, y0, x1, y1 = placement.box
         s, p = _to_size(suspect, published.shape[:2]), _through(published, suspect.shape[:2])

@@ -5,9 +5,10 @@ This is the owner's audit of what was actually published, as opposed to
 
 * **protected images** come from the public shards, read the way anyone would
   read them: the manifest is verified against the owner's public key first,
-  then each shard is streamed through :class:`tarfile` (plain USTAR, no pickle
-  or other object decoders; PNG members decoded by Pillow) with its size and
-  SHA-256 checked against the signed manifest;
+  then each shard is streamed by :func:`medlocker.shards.reader.iter_samples`
+  (strict USTAR, no pickle or other object decoders; PNG members decoded by
+  Pillow), each member checked against the signed index and the shard's size and
+  SHA-256 against the signed manifest;
 * **placements, labels, query counts** come from the owner's secrets folder
   (``params.jsonl``; its labels must agree with the public ``.cls`` members);
 * **restored images** come from the real licensed path: the owner issues
@@ -31,7 +32,6 @@ import io
 import logging
 import os
 import re
-import tarfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -47,11 +47,10 @@ from torch import nn
 from medlocker.crypto import Identity, issue_license
 from medlocker.errors import IntegrityError
 from medlocker.report.evaluate import EvalOptions, evaluate
-from medlocker.shards import fs as _fs
 from medlocker.shards import layout
 from medlocker.shards.manifest import Manifest, read_manifest
 from medlocker.shards.payload import sha256_digest
-from medlocker.shards.reader import VerifiedStream, shard_specs
+from medlocker.shards.reader import iter_samples
 
 __all__ = ["PackedData", "load_packed", "evaluate_packed", "model_names", "surrogates_from_settings"]
 
@@ -89,57 +88,24 @@ def read_public(
 ) -> dict[str, tuple[np.ndarray, int]]:
     """``key -> (watermarked uint8 [H, W, 3], label)`` from the public shards.
 
-    Each shard is streamed with :mod:`tarfile` (mode ``r|``) through a
-    :class:`~medlocker.shards.reader.VerifiedStream`, so its bytes are checked
-    against the size and SHA-256 of the (already verified) manifest; only the
-    ``.png`` and ``.cls`` members are interpreted.
+    Read with :func:`~medlocker.shards.reader.iter_samples`: every member is
+    checked against the signed index and each shard against the size and
+    SHA-256 of the (already verified) manifest; only the ``.png`` is decoded,
+    the label is the signed one.
 
     Raises:
         IntegrityError: a shard is missing, differs from the manifest, or a
             sample lacks its image or label.
     """
     out: dict[str, tuple[np.ndarray, int]] = {}
-    for spec in shard_specs(dest, manifest):
-        try:
-            raw = _fs.open_read(spec.url, storage_options)
-        except FileNotFoundError:
-            raise IntegrityError(f"{spec.url}: shard listed in the manifest is missing") from None
-        stream = VerifiedStream(raw, size=spec.info.size, sha256=spec.info.sha256, name=spec.url)
-        images: dict[str, np.ndarray] = {}
-        labels: dict[str, int] = {}
-        try:
-            with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    if not member.isfile():
-                        raise IntegrityError(f"{spec.url}: unexpected tar entry {member.name!r}")
-                    parts = layout.split_member_name(member.name)
-                    if parts is None:
-                        raise IntegrityError(f"{spec.url}: unexpected tar member {member.name!r}")
-                    key, ext = parts
-                    if ext not in (layout.EXT_IMAGE, layout.EXT_LABEL):
-                        continue  # metadata and sealed payload: not needed here
-                    f = tar.extractfile(member)
-                    data = f.read() if f is not None else b""
-                    if ext == layout.EXT_IMAGE:
-                        with Image.open(io.BytesIO(data)) as im:
-                            if im.format != "PNG":
-                                raise IntegrityError(f"{spec.url}: {member.name} is not a PNG")
-                            images[key] = np.asarray(im.convert("RGB")).copy()
-                    else:
-                        labels[key] = int(data.decode("ascii").strip())
-            stream.finish()
-        except tarfile.TarError as exc:
-            raise IntegrityError(f"{spec.url}: not a readable tar stream ({exc})") from None
-        finally:
-            stream.close()
-        if set(images) != set(labels) or len(images) != spec.info.samples:
-            raise IntegrityError(
-                f"{spec.url}: {len(images)} images and {len(labels)} labels, the manifest says {spec.info.samples}"
-            )
-        for key in sorted(images):
-            if key in out:
-                raise IntegrityError(f"{spec.url}: sample {key!r} appears in two shards")
-            out[key] = (images[key], labels[key])
+    for sample in iter_samples(dest, manifest, storage_options=storage_options):
+        key = sample["__key__"]
+        if key in out:
+            raise IntegrityError(f"{sample['__url__']}: sample {key!r} appears in two shards")
+        with Image.open(io.BytesIO(sample[layout.EXT_IMAGE])) as im:
+            if im.format != "PNG":
+                raise IntegrityError(f"{sample['__url__']}: sample {key!r}: image is not a PNG")
+            out[key] = (np.asarray(im.convert("RGB")).copy(), sample["__entry__"].label)
     return out
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "restore_sample",
     "check_member_digests",
     "shard_specs",
+    "iter_samples",
     "DatasetReport",
     "check_dataset",
 ]
@@ -257,6 +258,37 @@ def _complete(sample: dict[str, Any], url: str) -> dict[str, Any]:
 
 
 expand_shards = wds.pipelinefilter(_expand_shards)
+
+
+def iter_samples(
+    dest: str,
+    manifest: Manifest,
+    *,
+    shards: Iterable[str] | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """The raw samples of a verified manifest's shards, without a licence.
+
+    The same strict walk as the licensed pipeline (index digest, every key in the
+    index, shard size + SHA-256 at each shard's end), and each sample's ``.png``,
+    ``.mlseal`` and ``.cls`` bytes are checked against the signed index before
+    they are yielded. Yields ``{"__key__", "__url__", "__entry__", ext: bytes}``.
+
+    Args:
+        shards: names of the shards to read (default: all, in manifest order).
+
+    Raises:
+        IntegrityError / FormatError: as the licensed reader; KeyError: an unknown shard name.
+    """
+    specs = shard_specs(dest, manifest)
+    if shards is not None:
+        by_name = {s.info.name: s for s in specs}
+        specs = tuple(by_name[name] for name in shards)
+    opened = _open_shards(({"url": s.url, "spec": s} for s in specs), dataset_id=manifest.dataset_id,
+                          storage_options=storage_options)
+    for sample in _expand_shards(opened):
+        check_member_digests(sample, sample["__entry__"])
+        yield sample
 
 
 def _where(sample: dict[str, Any]) -> str:
