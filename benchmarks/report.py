@@ -50,16 +50,17 @@ def summary(report: Mapping[str, Any]) -> str:
                  + (f", classifiers at {run['model_size']} px input" if run.get("model_size") else "")
                  + f", chance (majority class) {_pct(data['chance_acc'])}, device {report['cost']['device']}")
     if report.get("comparison"):
-        lines.append(f"\n{'config':<14}{'surrogates':<22}{'white-box':>11}{'black-box':>11}{'robust':>11}"
+        cw = max(14, *(len(r["config"]) + 2 for r in report["comparison"]))
+        lines.append(f"\n{'config':<{cw}}{'surrogates':<22}{'white-box':>11}{'black-box':>11}{'robust':>11}"
                      f"{'queries':>9}{'s/img':>8}{'lesion px':>10}")
         for r in report["comparison"]:
             per = r["wall_time_per_image_s"]
-            lines.append(f"{r['config']:<14}{'+'.join(r['surrogates']):<22}{_pct(r['white_box_acc']):>11}"
+            lines.append(f"{r['config']:<{cw}}{'+'.join(r['surrogates']):<22}{_pct(r['white_box_acc']):>11}"
                          f"{_pct(r['black_box_acc']):>11}{_pct(r['robust_acc']):>11}{r['queries_median']:>9.1f}"
                          f"{(per if per is not None else math.nan):>8.3f}{r['lesion_pixels_changed']:>10}")
-        lines.append(f"{'paper':<14}{'MIAD-MARK (real data)':<22}{_pct(PAPER['white_box_acc']):>11}"
+        lines.append(f"{'paper':<{cw}}{'MIAD-MARK (real data)':<22}{_pct(PAPER['white_box_acc']):>11}"
                      f"{_pct(PAPER['black_box_acc']):>11}{'n/a':>11}")
-        lines.append(f"{'target':<14}{'':<22}{'<=' + _pct(TARGETS['white_box_acc']):>11}"
+        lines.append(f"{'target':<{cw}}{'':<22}{'<=' + _pct(TARGETS['white_box_acc']):>11}"
                      f"{'<=' + _pct(TARGETS['black_box_acc']):>11}{'<=' + _pct(TARGETS['robust_acc']):>11}"
                      f"{'<=' + str(TARGETS['queries_median']):>9}{'':>8}{'0':>10}")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from PIL import Image
 
 from medlocker.report.pipeline import RunConfig, run_from_sources
 
@@ -31,3 +32,6 @@ def test_pipeline_fixed_and_learned_logo(tmp_path) -> None:
     for m in ("smallcnn", "resnet18"):
         assert np.isclose(fixed["models"][m]["clean_acc"], report["models"][m]["clean_acc"])
     assert (tmp_path / "report.html").stat().st_size > 0
+    with Image.open(tmp_path / "ensemble_learned" / "logo.png") as learned, \
+            Image.open(tmp_path / "ensemble" / "logo.png") as fixed:
+        assert learned.mode == "RGBA" and fixed.mode == "RGBA"

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from medlocker.report import figures as fig
@@ -242,6 +243,7 @@ def run_from_sources(
         )
         timings[f"evaluate_{name}"] = time.perf_counter() - t
         write_report(out / name, report, figures)
+        Image.fromarray(logo, "RGBA").save(out / name / "logo.png")  # the logo this configuration stamped
         runs[name] = {"report": report, "figures": figures, "surrogates": surrogates}
         if len(runs) < len(config.configs):  # keep a combined report of what is done so far on disk
             _write_combined(out, config, runs, {}, timings)
