@@ -26,6 +26,7 @@ published sample inside the revealed box.
 
 from __future__ import annotations
 
+import heapq
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,19 +191,20 @@ def prove(
     if manifest.dataset_id != secrets.dataset_id:
         raise FormatError(f"{secrets.root} holds the secrets of {secrets.dataset_id}, not of {dest}")
     target = _thumb(suspect)
-    scored: list[tuple[float, str, str]] = []
+    # One pass over the dataset; the best `candidates` samples are kept with their bytes.
+    top: list[tuple[float, int, str, str, dict[str, Any]]] = []
     for shard in manifest.shards:
         for sample in _samples(dest, manifest, storage_options, shards=[shard.name]):
-            scored.append((float(_thumb(_decode(sample[layout.EXT_IMAGE])) @ target), sample["__key__"], shard.name))
-    if not scored:
+            item = (float(_thumb(_decode(sample[layout.EXT_IMAGE])) @ target), -len(top), sample["__key__"],
+                    shard.name, sample)
+            (heapq.heappush if len(top) < candidates else heapq.heappushpop)(top, item)
+    if not top:
         raise FormatError(f"{dest} holds no samples")
-    scored.sort(reverse=True)
     params = secrets.params()
 
     hw = suspect.shape[:2]
     best: tuple[float, float, str, str] | None = None
-    for _, key, shard_name in scored[:candidates]:
-        m = _sample(dest, manifest, shard_name, key, storage_options)
+    for _, _, key, shard_name, m in sorted(top, reverse=True):
         published = _decode(m[layout.EXT_IMAGE])
         plain = open_payload(
             secrets.content_key, m[layout.EXT_SEAL], dataset_id=secrets.dataset_id, sample_key=key,
