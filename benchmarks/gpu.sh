@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu.sh --cpu        # the small CPU variant (same steps, tiny sizes)
 #   bash benchmarks/gpu.sh --out DIR    # output folder (default: $OUT if set, else runs/gpu)
 #
-# Needs only torch, torchvision, numpy and pillow (no network, nothing installed,
+# Needs torch, torchvision, numpy and pillow (no network, nothing installed; the pack step
+# also needs webdataset and cryptography and is skipped without them;
 # medlocker is taken from this checkout). Each step has its own time limit;
 # a step that runs out still leaves its partial JSON. Steps and exit codes are
 # listed in DIR/steps.tsv; DIR/summary.json and the final table sum up all runs.
@@ -53,20 +54,23 @@ step() {
 attack=(benchmarks/attack.py)
 if [[ $mode == gpu ]]; then
   # ResNet-50 @ 224, the model of the throughput target. One surrogate is trained once
-  # (synthetic fundus grades) and reused, so bf16 and fp32 attack the same model.
+  # (synthetic fundus grades) and reused, so bf16, fp32 and the packing run attack the same model.
+  # 512 images per protect() call, as the packer batches them on a GPU.
   model=(--arch resnet50 --size 224 --batch-size 256)
-  train=(--train-seconds 75 --train-images 3000 --pool-factor 4)
-  bf16=(--n 128 --budget 1000)
-  fp32=(--n 64 --budget 1000)
+  train=(--train-seconds 60 --train-images 3000 --pool-factor 3)
+  bf16=(--n 512 --budget 1000)
+  fp32=(--n 128 --budget 1000)
   prof=(--n 32 --budget 200 --profile-n 16 --rate-seconds 0.5)
-  limits=(20 210 120 50 60)
+  pack=(--n 1024 --batch-size 512)
+  limits=(20 170 80 45 70 0)
 else
   model=(--arch smallcnn --size 64 --batch-size 64 --threads 1)
   train=(--train-seconds 20 --train-images 300 --pool-factor 3 --lr 4e-3)
   bf16=(--n 8 --budget 100 --rate-seconds 0.5)
   fp32=(--n 8 --budget 100 --rate-seconds 0.5)
   prof=(--n 4 --budget 60 --profile-n 4 --rate-seconds 0.3)
-  limits=(20 150 90 90 180)
+  pack=(--n 32 --batch-size 16)
+  limits=(20 150 90 90 90 180)
 fi
 # The surrogate checkpoint stays out of the output folder (it is large, and results should
 # come back small); a rerun on the same machine reuses it and skips training.
@@ -90,14 +94,16 @@ step attack_fp32 "${limits[2]}" "$py" "${attack[@]}" "${model[@]}" "${fp32[@]}" 
 # 3. Where the time goes: host-device syncs by source line, cProfile, torch.profiler (CUDA kernels).
 step profile_bf16 "${limits[3]}" "$py" "${attack[@]}" "${model[@]}" "${prof[@]}" --amp bf16 \
   --optimizers gradient,blackbox "${source_args[@]}" --profile "$out/profile" --out "$out/profile_bf16.json"
-# 4. The packing benchmark's quick mode, when it exists.
-if [[ -f benchmarks/protect.py ]]; then
-  protect_args=(--quick)
-  if "$py" benchmarks/protect.py --help 2>/dev/null | grep -q -- '--out'; then protect_args+=(--out "$out/protect_quick.json"); fi
-  step protect_quick "${limits[4]}" "$py" benchmarks/protect.py "${protect_args[@]}"
+# 4. The whole owner job: synthetic PNGs -> search -> render/encode/seal -> shards + signed manifest.
+if "$py" -c 'import webdataset, cryptography' 2>/dev/null; then
+  step pack "${limits[4]}" "$py" benchmarks/pack_speed.py --checkpoint "$ckpt" "${pack[@]}" --out "$out/pack.json"
 else
-  echo "=== [protect_quick] skipped: benchmarks/protect.py not present"
-  printf 'protect_quick\tskipped\t0\n' >> "$status"
+  echo "=== [pack] skipped: webdataset or cryptography not importable (carry them as wheels)"
+  printf 'pack\tskipped\t0\n' >> "$status"
+fi
+# 5. The engine's protection benchmark, quick mode (CPU-sized: it trains its own small model).
+if [[ ${limits[5]} -gt 0 && -f benchmarks/protect.py ]]; then
+  step protect_quick "${limits[5]}" "$py" benchmarks/protect.py --quick --out "$out/protect_quick.json"
 fi
 
 echo

@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -183,6 +183,7 @@ def _protect_shard(
 
     samples: list[SampleRecord | None] = [None] * len(loaded)
     params: list[ParamRecord | None] = [None] * len(loaded)
+    pending: list[tuple[int, Future[tuple[SampleRecord, ParamRecord]]]] = []
     for idx in by_size.values():
         for start in range(0, len(idx), config.batch_size):
             chunk = idx[start : start + config.batch_size]
@@ -217,9 +218,11 @@ def _protect_shard(
                 for i, res, c, lab in zip(chunk, results, clean, labels)
                 if res.placement is not None
             ]
-            for i, fut in zip(keep, futs):
-                samples[i], params[i] = fut.result()
+            # Rendering, PNG encoding and sealing run in the pool while the next chunk is searched.
+            pending.extend(zip(keep, futs))
             on_batch(len(chunk), sum(r.success for r in results))
+    for i, fut in pending:
+        samples[i], params[i] = fut.result()
     return [s for s in samples if s is not None], [p for p in params if p is not None]
 
 

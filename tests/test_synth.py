@@ -141,3 +141,11 @@ def test_writing_twice_gives_the_same_bytes(tmp_path):
     assert files_a == files_b
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+
+
+def test_workers_do_not_change_the_dataset(tmp_path) -> None:
+    one = write_synthetic_dataset(tmp_path / "one", n=6, size=32, seed=3, progress=False)
+    two = write_synthetic_dataset(tmp_path / "two", n=6, size=32, seed=3, progress=False, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(two) for p in two.rglob("*") if p.is_file())
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
     s.add_argument("--batch-size", type=int, default=32, metavar="B", help="images searched together (default %(default)s)")
     s.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cpu")
+    s.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="threads that decode, render, encode and seal beside the search "
+                        "(default 0 = min(8, CPU cores))")
     s.add_argument("--insecure-test-seed", type=int, metavar="N",
                    help="INSECURE: derive dataset id and keys from N (reproducibility tests only)")
     return p
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             shard_size=args.shard_size,
             batch_size=args.batch_size,
             resize=args.resize,
+            workers=args.workers or min(8, os.cpu_count() or 1),
         )
         bar = tqdm(total=len(source.records), unit="img", disable=comm.rank != 0, desc="protecting")
         fooled = [0, 0]

@@ -27,12 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, required=True, help="number of images (labels are balanced over 5 grades)")
     parser.add_argument("--size", type=int, default=224, help="image side in pixels (default 224)")
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="processes (default 1; the output does not depend on it)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     t0 = time.perf_counter()
     try:
-        root = write_synthetic_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=not args.no_progress)
+        root = write_synthetic_dataset(args.out, n=args.n, size=args.size, seed=args.seed, progress=not args.no_progress,
+                                       workers=args.workers)
     except ValueError as exc:
         parser.error(str(exc))
     logging.getLogger("synth").info("wrote %d images to %s in %.1f s", args.n, root, time.perf_counter() - t0)

@@ -30,6 +30,7 @@ grades in an order drawn from ``(seed, i // 5)``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import os
@@ -129,6 +130,7 @@ def write_synthetic_dataset(
     size: int,
     seed: int,
     progress: bool = True,
+    workers: int = 1,
 ) -> Path:
     """Write ``n`` synthetic images as a CSV + IDRiD-style mask folder.
 
@@ -146,10 +148,14 @@ def write_synthetic_dataset(
         size: side in pixels.
         seed: dataset seed.
         progress: show a tqdm progress bar.
+        workers: processes that render and encode images (the output does not
+            depend on it).
 
     Returns:
         The dataset folder.
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     root = Path(out)
@@ -158,19 +164,20 @@ def write_synthetic_dataset(
     for code in LESION_TYPES:
         (root / "masks" / code).mkdir(parents=True, exist_ok=True)
 
-    indices = range(n)
-    if progress:
-        from tqdm.auto import tqdm
+    jobs = [(root, seed, i, size) for i in range(n)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1 and n > 1:
+            from concurrent.futures import ProcessPoolExecutor
 
-        indices = tqdm(indices, desc="synthesizing", unit="img")
-    rows = []
-    for i in indices:
-        sample = generate_fundus(seed, i, size)
-        sid = synthetic_id(i)
-        Image.fromarray(sample.image).save(images_dir / f"{sid}.png")
-        for code, mask in sample.masks.items():
-            Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / code / f"{sid}.png")
-        rows.append((sid, sample.label))
+            pool = stack.enter_context(ProcessPoolExecutor(min(workers, n)))
+            done = pool.map(_write_one, jobs, chunksize=max(1, min(32, n // (4 * workers))))
+        else:
+            done = map(_write_one, jobs)
+        if progress:
+            from tqdm.auto import tqdm
+
+            done = tqdm(done, total=n, desc="synthesizing", unit="img")
+        rows = list(done)
 
     tmp = root / "labels.csv.tmp"
     with open(tmp, "w", newline="") as f:
@@ -179,6 +186,17 @@ def write_synthetic_dataset(
         writer.writerows(rows)
     os.replace(tmp, root / "labels.csv")
     return root
+
+
+def _write_one(job: tuple[Path, int, int, int]) -> tuple[str, int]:
+    """Render image ``i`` and write it with its masks; returns its ``labels.csv`` row."""
+    root, seed, i, size = job
+    sample = generate_fundus(seed, i, size)
+    sid = synthetic_id(i)
+    Image.fromarray(sample.image).save(root / "images" / f"{sid}.png")
+    for code, mask in sample.masks.items():
+        Image.fromarray(mask.astype(np.uint8) * 255).save(root / "masks" / code / f"{sid}.png")
+    return sid, sample.label
 
 
 def _nonzero_box(alpha: np.ndarray) -> tuple[slice, slice] | None:

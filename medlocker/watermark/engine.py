@@ -7,7 +7,8 @@ placement off the lesions that makes every surrogate misclassify it:
    optionally smaller for images with no room for it (``min_logo_scale``);
 2. feasible top-lefts: inside the field of view, ``lesion_margin`` px off every lesion box;
 3. search with the configured optimizer (batched over images and candidates, on the device);
-4. final check: :func:`~medlocker.watermark.render.render_exact` -> PNG encode/decode
+4. final check: :func:`~medlocker.watermark.render.render_exact` (the exact uint8
+   pixels that are stored; PNG is lossless, so they are what any reader decodes)
    -> fp32 forward of every surrogate. ``Result.success`` is this check.
 
 Every image gets a placement (the best one found) unless no feasible position
@@ -23,14 +24,12 @@ is in.
 from __future__ import annotations
 
 import hashlib
-import io
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask, sample_feasible
@@ -157,14 +156,6 @@ def _as_batch(images: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
     return batch
 
 
-def _png_roundtrip(image: np.ndarray) -> np.ndarray:
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG", compress_level=1)
-    buf.seek(0)
-    with Image.open(buf) as im:
-        return np.asarray(im.convert("RGB")).copy()
-
-
 def _default_device(device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
@@ -283,7 +274,9 @@ def protect(
             if todo.numel() == 0:
                 break
         del x
-        stored = np.stack([_png_roundtrip(render_exact(img, sized[(p.w, p.h)], p) if p is not None else img)
+        # The stored pixels. No PNG round trip here: PNG is lossless, and the packer
+        # encodes these exact arrays (tests/test_engine.py re-checks every success flag on PNG-decoded bytes).
+        stored = np.stack([render_exact(img, sized[(p.w, p.h)], p) if p is not None else img
                            for img, p in zip(batch, placements)])
         final = torch.from_numpy(stored).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
         worst = objective.check(final, lab).cpu()
