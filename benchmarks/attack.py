@@ -421,6 +421,7 @@ def _env(device: torch.device) -> dict[str, Any]:
         "device": str(device), "device_name": platform.processor() or platform.machine(),
         "torch": torch.__version__, "torchvision": torchvision.__version__, "python": platform.python_version(),
         "cpu_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "medlocker": str(Path(sys.modules["medlocker.watermark"].__file__).parent.parent),
     }
     if device.type == "cuda":
         env.update(device_name=torch.cuda.get_device_name(device), cuda=torch.version.cuda,

@@ -87,13 +87,18 @@ print("cuda", torch.cuda.is_available(), torch.version.cuda, [torch.cuda.get_dev
 # 1. The headline run: white-box gradient + black-box scan + BHE at one budget, bf16 search.
 step attack_bf16 "${limits[1]}" "$py" "${attack[@]}" "${model[@]}" "${bf16[@]}" --amp bf16 \
   --optimizers gradient,blackbox,bhe "${source_args[@]}" --out "$out/attack_bf16.json"
+# 1b. Optional before/after on the same surrogate: BASELINE_SRC=DIR holds an older medlocker package.
+if [[ -n ${BASELINE_SRC:-} && -f $ckpt ]]; then
+  step attack_bf16_baseline "${limits[1]}" env PYTHONPATH="$BASELINE_SRC:$PYTHONPATH" "$py" "${attack[@]}" "${model[@]}" \
+    "${bf16[@]}" --amp bf16 --optimizers gradient --checkpoint "$ckpt" --out "$out/attack_bf16_baseline.json"
+fi
 # 2. The same model and optimizers in fp32 (fewer images: about twice the model cost).
 if [[ -f $ckpt ]]; then source_args=(--checkpoint "$ckpt"); fi
 step attack_fp32 "${limits[2]}" "$py" "${attack[@]}" "${model[@]}" "${fp32[@]}" --amp none \
   --optimizers gradient,blackbox,bhe "${source_args[@]}" --out "$out/attack_fp32.json"
 # 3. Where the time goes: host-device syncs by source line, cProfile, torch.profiler (CUDA kernels).
 step profile_bf16 "${limits[3]}" "$py" "${attack[@]}" "${model[@]}" "${prof[@]}" --amp bf16 \
-  --optimizers gradient,blackbox "${source_args[@]}" --profile "$out/profile" --out "$out/profile_bf16.json"
+  --optimizers gradient "${source_args[@]}" --profile "$out/profile" --out "$out/profile_bf16.json"
 # 4. The whole owner job: synthetic PNGs -> search -> render/encode/seal -> shards + signed manifest.
 if "$py" -c 'import webdataset, cryptography' 2>/dev/null; then
   step pack "${limits[4]}" "$py" benchmarks/pack_speed.py --checkpoint "$ckpt" "${pack[@]}" --out "$out/pack.json"

@@ -251,6 +251,7 @@ def protect(
         fov = field_of_view(x)
         objective = Objective(surrogates, config.eot, margin=config.margin,
                               amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
+        objective.prime(tuple(x.shape[1:]), dev)  # CUDA: every batch shape once per process
         todo = torch.arange(B)
         for scale in _scales(config):
             # Images with no room for the logo at this size try the next, smaller one.

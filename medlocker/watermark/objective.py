@@ -15,6 +15,7 @@ one evaluated image costs.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -23,7 +24,21 @@ from torch import nn
 
 from medlocker.watermark.transforms import View, get_view
 
-__all__ = ["Objective", "Evaluation", "margins"]
+__all__ = ["Objective", "Evaluation", "margins", "bucket_rows"]
+
+# Padded row counts of CUDA forwards: every new batch size costs cuDNN a new execution
+# plan per convolution (tens of ms for a ResNet-50), and a search round's row count
+# changes as images succeed, so rows are padded up this ladder (<= 50 % extra rows).
+_LADDER = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+_primed: weakref.WeakKeyDictionary[nn.Module, set[tuple]] = weakref.WeakKeyDictionary()
+
+
+def bucket_rows(n: int, cap: int) -> int:
+    """The padded row count for a CUDA forward of ``n <= cap`` rows (``cap`` itself is a bucket)."""
+    for b in _LADDER:
+        if b >= n:
+            return min(b, cap)
+    return cap
 
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -54,6 +69,7 @@ class Objective:
         amp: run search forwards under bf16 autocast (CUDA only); decisions
             are confirmed in fp32 by the optimizer base class.
         batch_size: most rows per forward.
+        pad_rows: pad each forward to :func:`bucket_rows` rows; default (None): on CUDA only.
     """
 
     def __init__(
@@ -64,6 +80,7 @@ class Objective:
         margin: float = 0.0,
         amp: bool = False,
         batch_size: int = 256,
+        pad_rows: bool | None = None,
     ) -> None:
         if not surrogates:
             raise ValueError("need at least one surrogate model")
@@ -76,6 +93,7 @@ class Objective:
         self.margin = float(margin)
         self.amp = bool(amp)
         self.batch_size = int(batch_size)
+        self.pad_rows = pad_rows
 
     @property
     def cost(self) -> int:
@@ -93,14 +111,41 @@ class Objective:
         return contextlib.nullcontext()
 
     def _forward(self, x: torch.Tensor, labels: torch.Tensor, *, views: Sequence[View], fp32: bool) -> torch.Tensor:
-        """Margins ``[N, S, V]``."""
+        """Margins ``[N, S, V]``. On CUDA the rows are padded (with copies of the last row,
+        which get no gradient) to :func:`bucket_rows`, so only a few batch shapes ever reach cuDNN."""
+        n = x.shape[0]
+        if (x.is_cuda if self.pad_rows is None else self.pad_rows) and n:
+            m = bucket_rows(n, max(self.batch_size, n))
+            if m > n:
+                x = torch.cat([x, x[-1:].expand(m - n, *x.shape[1:])])
+                labels = torch.cat([labels, labels[-1:].expand(m - n)])
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         out = []
         with self._autocast(x, fp32):
             for model in self.surrogates:
                 out.append(torch.stack([margins(model(view(x)), labels) for view in views], dim=1))
-        return torch.stack(out, dim=1)
+        return torch.stack(out, dim=1)[:n]
+
+    def prime(self, shape: tuple[int, int, int], device: torch.device | str) -> None:
+        """Run every padded batch shape once (search forward, fp32 check, forward+backward) on CUDA,
+        so no cuDNN plan is built inside a timed search. Once per model, shape and precision; no-op on CPU."""
+        dev = torch.device(device)
+        if dev.type != "cuda":
+            return
+        key = (tuple(shape), str(dev), self.amp, self.view_names, self.batch_size)
+        todo = [m for m in self.surrogates if key not in _primed.get(m, set())]
+        if not todo:
+            return
+        sizes = sorted({bucket_rows(n, self.batch_size) for n in _LADDER if n <= self.batch_size} | {self.batch_size})
+        for size in sizes:
+            x = torch.full((size, *shape), 0.5, device=dev)
+            y = torch.zeros(size, dtype=torch.long, device=dev)
+            self.evaluate(x, y)
+            self.check(x, y)
+            self.gradient(x, y)
+        for m in self.surrogates:
+            _primed.setdefault(m, set()).add(key)
 
     def _reduce(self, m: torch.Tensor) -> Evaluation:
         loss = m.clamp(min=-self.margin).mean(2).sum(1)
