@@ -124,13 +124,19 @@ def created_time(now: datetime | None = None) -> datetime:
 # -- reading one record --------------------------------------------------------
 
 
-def _load(record: Record, resize: int | None) -> tuple[np.ndarray, list[tuple[int, int, int, int]] | None]:
-    """Image (uint8 HxWx3) and lesion boxes from mask files (None: no masks)."""
+def _load(
+    record: Record, resize: int | None, masked: bool = False
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]] | None]:
+    """Image (uint8 HxWx3) and lesion boxes from mask files.
+
+    Boxes are None (find them with Grad-CAM) when the record has no mask file and its
+    source has no mask folder (``masked`` false); ``[]`` (no lesions) when it has one.
+    """
     image = load_image(record.path)
     if resize:
         image = np.asarray(Image.fromarray(image).resize((resize, resize), Image.BICUBIC))
     if not record.masks:
-        return image, None
+        return image, ([] if masked else None)
     h, w = image.shape[:2]
     masks = [load_mask(m, (h, w)) for m in record.masks]
     return image, boxes_from_masks(masks, min_area=1)  # every lesion pixel is protected
@@ -164,9 +170,10 @@ def _protect_shard(
     pool: ThreadPoolExecutor,
     on_batch: Callable[[int, int], None],
     summary: PackSummary,
+    masked: bool = False,
 ) -> tuple[list[SampleRecord], list[ParamRecord]]:
     loaded: list[tuple[Record, np.ndarray, list | None]] = []
-    for rec, fut in [(r, pool.submit(_load, r, config.resize)) for r in records]:
+    for rec, fut in [(r, pool.submit(_load, r, config.resize, masked)) for r in records]:
         try:
             image, boxes = fut.result()
         except (BadInputError, OSError, ValueError) as e:
@@ -190,10 +197,12 @@ def _protect_shard(
             images = np.stack([loaded[i][1] for i in chunk])
             labels = [loaded[i][0].label for i in chunk]
             boxes = [loaded[i][2] for i in chunk]
-            if any(b is None for b in boxes):
-                x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
-                cam = gradcam_boxes(surrogates[0], x, torch.tensor(labels, device=device))
-                boxes = [b if b is not None else c for b, c in zip(boxes, cam)]
+            need = [j for j, b in enumerate(boxes) if b is None]
+            if need:  # Grad-CAM only for the images without mask-based boxes
+                x = torch.from_numpy(images[need]).permute(0, 3, 1, 2).float().div(255).to(device)
+                cam = gradcam_boxes(surrogates[0], x, torch.tensor([labels[j] for j in need], device=device))
+                for j, c in zip(need, cam):
+                    boxes[j] = c
             seeds = [run.sample_seed(loaded[i][0].key) for i in chunk]
             with torch.no_grad():
                 x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
@@ -379,7 +388,7 @@ def pack(
             samples, params = _protect_shard(
                 part, i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
                 classes=source.classes, config=config, device=device, pool=pool,
-                on_batch=progress, summary=summary,
+                on_batch=progress, summary=summary, masked=source.masks is not None,
             )
             info = write_shard(
                 dest, i, samples, dataset_id=run.dataset_id, prefix=config.prefix, storage_options=storage_options
@@ -465,7 +474,7 @@ def _learn(source: Source, logo, surrogates, config: PackConfig, run: OwnerSecre
     picks = []
     for rec in source.records[: max(8, config.batch_size)]:
         try:
-            picks.append((rec, *_load(rec, config.resize)))
+            picks.append((rec, *_load(rec, config.resize, source.masks is not None)))
         except BadInputError:
             continue
     size = picks[0][1].shape[:2]

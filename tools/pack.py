@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run the whole flow on synthetic data into DIR (default ./medlocker-demo) and exit")
     io = p.add_argument_group("input and output")
     io.add_argument("--input", metavar="SRC", help="source: CSV layout (image,label or APTOS id_code,diagnosis), ImageFolder")
-    io.add_argument("--masks", metavar="DIR", help="IDRiD-style lesion masks (masks/<type>/<id>.png); default: SRC/masks if present, else Grad-CAM")
+    io.add_argument("--masks", metavar="DIR", help="IDRiD-style lesion masks (masks/<type>/<id>.png); default: SRC/masks if present (an image without a mask file is lesion-free), else Grad-CAM")
     io.add_argument("--out", metavar="DEST", help="published location: a folder or an fsspec URL (s3://bucket/prefix)")
     io.add_argument("--secrets", metavar="DIR", help="local folder for the owner's secrets (never published)")
     io.add_argument("--owner", metavar="KEY", help="owner identity file NAME.key (tools/keygen.py)")

@@ -72,11 +72,15 @@ class Source:
         root: the folder the source was opened from.
         records: samples, sorted by key.
         classes: class names; a record's label indexes this tuple.
+        masks: the lesion mask folder, when the source has one. Then an image with no
+            mask file has no lesions (the IDRiD convention: healthy images have no masks);
+            without a mask folder, lesion boxes come from Grad-CAM.
     """
 
     root: str
     records: tuple[Record, ...]
     classes: tuple[str, ...]
+    masks: str | None = None
 
 
 def sample_key(name: str) -> str:
@@ -122,9 +126,11 @@ def open_source(path: str | os.PathLike[str], *, masks: str | os.PathLike[str] |
     mask_root = Path(masks) if masks is not None else root / MASKS_DIR
     if masks is not None and not mask_root.is_dir():
         raise BadInputError(f"{mask_root}: mask folder not found; pass the folder holding <lesion type>/<id>.png")
-    if mask_root.is_dir():
+    has_masks = mask_root.is_dir()
+    if has_masks:
         records = _attach_masks(records, mask_root)
-    return Source(root=str(root), records=tuple(sorted(records, key=lambda r: r.key)), classes=classes)
+    return Source(root=str(root), records=tuple(sorted(records, key=lambda r: r.key)), classes=classes,
+                  masks=str(mask_root) if has_masks else None)
 
 
 # ---------------------------------------------------------------- CSV layout

@@ -185,7 +185,7 @@ def _source_images(
         raise ValueError(f"the source lacks {len(missing)} packed sample(s), e.g. {missing[:3]}: wrong --source?")
     images, boxes = {}, {}
     for k in keys:
-        img, b = _load(by_key[k], resize)
+        img, b = _load(by_key[k], resize, source.masks is not None)
         images[k] = img
         boxes[k] = None if b is None else [tuple(int(v) for v in box) for box in b]
     return images, boxes

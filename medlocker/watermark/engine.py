@@ -7,9 +7,10 @@ placement off the lesions that makes every surrogate misclassify it:
    optionally smaller for images with no room for it (``min_logo_scale``);
 2. feasible top-lefts: inside the field of view, ``lesion_margin`` px off every lesion box;
 3. search with the configured optimizer (batched over images and candidates, on the device);
-4. final check: :func:`~medlocker.watermark.render.render_exact` (the exact uint8
-   pixels that are stored; PNG is lossless, so they are what any reader decodes)
-   -> fp32 forward of every surrogate. ``Result.success`` is this check.
+4. final check: the stored pixels (the quantized render on the device, bit-identical
+   to :func:`~medlocker.watermark.render.render_exact`; PNG is lossless, so they are
+   what any reader decodes) -> fp32 forward of every surrogate as given.
+   ``Result.success`` is this check.
 
 Every image gets a placement (the best one found) unless no feasible position
 exists. All query counts include the final check (one query per surrogate), so
@@ -37,7 +38,7 @@ from medlocker.watermark.logo import MAX_LOGO_SCALE, logo_size, resize_logo
 from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim import OPTIMIZERS, SearchProblem, frozen, make_optimizer
 from medlocker.watermark.params import Box, Placement
-from medlocker.watermark.render import logo_tensor, render_candidates, render_exact
+from medlocker.watermark.render import logo_tensor, render_candidates
 from medlocker.watermark.transforms import get_view
 
 __all__ = ["SearchConfig", "Result", "protect", "learn_logo", "image_generator", "STATUSES"]
@@ -274,12 +275,22 @@ def protect(
             todo = todo[~has]
             if todo.numel() == 0:
                 break
+        # The stored pixels, rendered on the device: the quantized render is bit-identical to
+        # render_exact, which the packer encodes (tests/test_render.py), and PNG is lossless
+        # (tests/test_engine.py re-checks every success flag on PNG-decoded render_exact bytes).
+        final = x
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, p in enumerate(placements):
+            if p is not None:
+                groups.setdefault((p.w, p.h), []).append(i)
+        for (w, h), members in groups.items():
+            ps = [placements[i] for i in members]
+            index = torch.tensor(members, device=dev)
+            xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
+            op = torch.tensor([p.opacity for p in ps], dtype=torch.long, device=dev)
+            final = final.index_copy(0, index, render_candidates(x, logo_tensor(sized[(w, h)], dev), index, xy, op,
+                                                                 quantize=True))
         del x
-        # The stored pixels. No PNG round trip here: PNG is lossless, and the packer
-        # encodes these exact arrays (tests/test_engine.py re-checks every success flag on PNG-decoded bytes).
-        stored = np.stack([render_exact(img, sized[(p.w, p.h)], p) if p is not None else img
-                           for img, p in zip(batch, placements)])
-        final = torch.from_numpy(stored).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
         worst = objective.check(final, lab).cpu()
     queries += objective.check_cost
     results = []
