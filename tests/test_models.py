@@ -220,36 +220,3 @@ def test_evaluate_accuracy_inputs_and_state_restored():
     loader = [(images[:6], labels[:6]), (images[6:], labels[6:])]
     assert evaluate_accuracy(clf, loader, device="cpu") == pytest.approx(0.7)
     assert evaluate_accuracy(clf, images[:0], labels[:0]) == 0.0
-
-
-def test_folded_batchnorm_copy_computes_the_same_function_and_is_used_only_for_search() -> None:
-    from medlocker.models.fuse import FoldedBackbones, fold_batchnorm, folded_copy
-    from medlocker.watermark.objective import Objective
-
-    clf = build_classifier("resnet18", ["a", "b", "c"], input_size=32, seed=0).eval()
-    for p in clf.parameters():
-        p.requires_grad_(False)
-    folded = fold_batchnorm(clf.backbone)
-    assert folded is not None
-    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-    assert not any(p.requires_grad for p in folded.parameters())
-    x = torch.rand(4, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.allclose(folded(clf.preprocess(x)), clf(x), atol=1e-4)
-    assert folded_copy(clf.backbone) is folded_copy(clf.backbone)  # cached while the weights are unchanged
-    original = clf.backbone
-    swap = FoldedBackbones([clf])
-    with swap.active():
-        assert clf.backbone is not original
-    assert clf.backbone is original
-    # the objective folds only for search forwards; fp32 checks see the original network
-    obj = Objective([clf], fold_bn=True)
-    seen = []
-    hook = clf.register_forward_pre_hook(lambda m, a: seen.append(m.backbone is original))
-    y = torch.zeros(4, dtype=torch.long)
-    obj.evaluate(x, y)
-    obj.check(x, y)
-    hook.remove()
-    assert seen == [False, True]
-    assert Objective([clf]).folded.pairs == []  # CPU default: no folding
-    assert fold_batchnorm(build_classifier("resnet18", ["a", "b"], input_size=32, seed=0).train().backbone) is None

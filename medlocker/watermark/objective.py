@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from medlocker.models.fuse import FoldedBackbones
 from medlocker.watermark.transforms import View, get_view
 
 __all__ = ["Objective", "Evaluation", "margins", "bucket_rows"]
@@ -71,9 +70,6 @@ class Objective:
             are confirmed in fp32 by the optimizer base class.
         batch_size: most rows per forward.
         pad_rows: pad each forward to :func:`bucket_rows` rows; default (None): on CUDA only.
-        fold_bn: search forwards (autocast, gradients) run on copies with BatchNorm folded
-            into the convolutions (:mod:`medlocker.models.fuse`); fp32 checks always run on
-            the models as given. Default (None): when the surrogates are on CUDA.
     """
 
     def __init__(
@@ -85,7 +81,6 @@ class Objective:
         amp: bool = False,
         batch_size: int = 256,
         pad_rows: bool | None = None,
-        fold_bn: bool | None = None,
     ) -> None:
         if not surrogates:
             raise ValueError("need at least one surrogate model")
@@ -99,9 +94,6 @@ class Objective:
         self.amp = bool(amp)
         self.batch_size = int(batch_size)
         self.pad_rows = pad_rows
-        if fold_bn is None:
-            fold_bn = any(p.is_cuda for m in self.surrogates for p in m.parameters())
-        self.folded = FoldedBackbones(self.surrogates) if fold_bn else FoldedBackbones([])
 
     @property
     def cost(self) -> int:
@@ -130,7 +122,7 @@ class Objective:
         if x.is_cuda:
             x = x.contiguous(memory_format=torch.channels_last)
         out = []
-        with self._autocast(x, fp32), (self.folded.active() if not fp32 else contextlib.nullcontext()):
+        with self._autocast(x, fp32):
             for model in self.surrogates:
                 out.append(torch.stack([margins(model(view(x)), labels) for view in views], dim=1))
         return torch.stack(out, dim=1)[:n]
