@@ -171,9 +171,12 @@ def _protect_shard(
     on_batch: Callable[[int, int], None],
     summary: PackSummary,
     masked: bool = False,
+    loads: Sequence[Future[tuple[np.ndarray, list | None]]] | None = None,
 ) -> tuple[list[SampleRecord], list[ParamRecord]]:
+    if loads is None:
+        loads = _submit_loads(pool, records, config.resize, masked)
     loaded: list[tuple[Record, np.ndarray, list | None]] = []
-    for rec, fut in [(r, pool.submit(_load, r, config.resize, masked)) for r in records]:
+    for rec, fut in zip(records, loads):
         try:
             image, boxes = fut.result()
         except (BadInputError, OSError, ValueError) as e:
@@ -233,6 +236,12 @@ def _protect_shard(
     for i, fut in pending:
         samples[i], params[i] = fut.result()
     return [s for s in samples if s is not None], [p for p in params if p is not None]
+
+
+def _submit_loads(
+    pool: ThreadPoolExecutor, records: Sequence[Record], resize: int | None, masked: bool
+) -> list[Future[tuple[np.ndarray, list | None]]]:
+    return [pool.submit(_load, r, resize, masked) for r in records]
 
 
 def _finish_sample(
@@ -378,22 +387,46 @@ def pack(
     n_shards = (len(records) + config.shard_size - 1) // config.shard_size
     summary = PackSummary(dataset_id=run.dataset_id, dest=dest, secrets=str(secrets), total=len(records))
     mine = range(comm.rank, n_shards, comm.world_size)
-    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool:
-        for i in mine:
-            done = run.progress_dir / f"shard-{i:06d}.json"
-            part = records[i * config.shard_size : (i + 1) * config.shard_size]
-            if done.exists():
-                progress(len(part), json.loads(done.read_text())["fooled"])
-                continue
+    masked = source.masks is not None
+
+    def part_of(i: int) -> Sequence[Record]:
+        return records[i * config.shard_size : (i + 1) * config.shard_size]
+
+    def done_file(i: int) -> Path:
+        return run.progress_dir / f"shard-{i:06d}.json"
+
+    def write(i: int, samples: list[SampleRecord], params: list[ParamRecord], rejects: list[dict]) -> None:
+        info = write_shard(
+            dest, i, samples, dataset_id=run.dataset_id, prefix=config.prefix, storage_options=storage_options
+        ) if samples else None
+        _checkpoint(done_file(i), info, params, rejects, part_of(i))
+
+    todo = []
+    for i in mine:
+        if done_file(i).exists():
+            progress(len(part_of(i)), json.loads(done_file(i).read_text())["fooled"])
+        else:
+            todo.append(i)
+    # A pipeline: while shard i is searched, shard i+1 is read and decoded by the pool and
+    # shard i-1 is written by the writer thread; each sample is encoded and sealed in the
+    # pool as soon as its chunk's search ends. The output does not depend on the timing.
+    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool, ThreadPoolExecutor(1) as writer:
+        loads = _submit_loads(pool, part_of(todo[0]), config.resize, masked) if todo else []
+        writing: Future[None] | None = None
+        for n, i in enumerate(todo):
+            current = loads
+            if n + 1 < len(todo):
+                loads = _submit_loads(pool, part_of(todo[n + 1]), config.resize, masked)
             samples, params = _protect_shard(
-                part, i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
+                part_of(i), i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
                 classes=source.classes, config=config, device=device, pool=pool,
-                on_batch=progress, summary=summary, masked=source.masks is not None,
+                on_batch=progress, summary=summary, masked=masked, loads=current,
             )
-            info = write_shard(
-                dest, i, samples, dataset_id=run.dataset_id, prefix=config.prefix, storage_options=storage_options
-            ) if samples else None
-            _checkpoint(done, info, params, summary.rejects, part)
+            if writing is not None:
+                writing.result()  # one shard in flight at a time; errors surface here
+            writing = writer.submit(write, i, samples, params, list(summary.rejects))
+        if writing is not None:
+            writing.result()
 
     # Rank 0 assembles every rank's checkpoints (secrets folders need not be shared).
     states = {i: (run.progress_dir / f"shard-{i:06d}.json").read_text() for i in mine}
