@@ -285,3 +285,23 @@ def test_padded_forwards_give_the_same_values_and_gradients() -> None:
     assert ga.shape == gb.shape == x.shape
     assert torch.allclose(ea.loss, eb.loss, atol=1e-5) and torch.allclose(ga, gb, atol=1e-6)
     padded.prime((3, 48, 48), "cpu")  # no-op off CUDA
+
+
+def test_gradient_search_gives_up_after_patience_queries_without_improvement() -> None:
+    model = flat_grey_classifier(NeverFooled())  # its loss never changes: nothing can improve
+    images, labels = toy_images(3, seed=6)
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
+    feasible = torch.ones(3, SIZE - 11, SIZE - 11, dtype=torch.bool)
+
+    def spent(patience: int | None) -> torch.Tensor:
+        problem = SearchProblem(images=x, labels=torch.zeros(3, dtype=torch.long), feasible=feasible,
+                                logo=logo_tensor(toy_logo()), generators=[torch.Generator().manual_seed(i) for i in range(3)],
+                                budget=400, opacity=(100, 200))
+        return make_optimizer("gradient", Objective([model]), patience=patience).run(problem).queries
+
+    per_round = 1 + 8  # one gradient + k = 8 candidates
+    stopped = spent(20)
+    assert stopped.le(per_round + 20 + per_round).all()  # the first round sets the best; then <= 20 more, rounded up
+    assert spent(None).gt(stopped).all()
+    with pytest.raises(ValueError):
+        make_optimizer("gradient", Objective([model]), patience=0)

@@ -92,16 +92,16 @@ class LinearisedPlacementSearch(Optimizer):
             the linear model ranks far-apart positions well but is coarse near the optimum.
         round_size: the ``k`` candidates are evaluated in sub-rounds of this many, so an
             image whose best-scored position already succeeds stops early.
-        patience: an image stops after this many rounds in a row without a better
-            placement (None: only the budget stops it). Images that are not fooled after
-            a few rounds rarely are later, and a long tail of them keeps the GPU on
-            small batches; the unspent budget is simply not used.
+        patience: an image stops once it has spent this many queries since its best
+            placement last improved (None: only the budget stops it; the default is about
+            13 full rounds). Images that are not fooled by then rarely are later, and a
+            long tail of them keeps the GPU on small batches; the unspent budget is not used.
     """
 
     name = "gradient"
 
     def __init__(self, objective, *, k: int = 8, nms: float = 0.25, tabu: int = 1, local: int = 4,
-                 round_size: int = 4, patience: int | None = 12) -> None:
+                 round_size: int = 4, patience: int | None = 120) -> None:
         super().__init__(objective, round_size=min(k, round_size))
         if k < 1 or nms < 0 or tabu < 0 or not 0 <= local < k or (patience is not None and patience < 1):
             raise ValueError("need k >= 1, nms >= 0, tabu >= 0, 0 <= local < k and patience >= 1 (or None)")
@@ -118,7 +118,7 @@ class LinearisedPlacementSearch(Optimizer):
         radius = (int(w * self.nms), int(h * self.nms))
         blocked = ~p.feasible.clone()
         stuck = torch.zeros(B, dtype=torch.bool, device=dev)
-        idle = torch.zeros(B, dtype=torch.long, device=dev)  # rounds in a row without improvement
+        since = self.queries.clone()  # queries spent when each image's best last improved
         step = torch.full((B,), max(w, h) / 2.0, dtype=torch.float64, device=dev)
         ys = torch.arange(Hp, device=dev).repeat_interleave(Wp)
         xs = torch.arange(Wp, device=dev).repeat(Hp)
@@ -139,9 +139,9 @@ class LinearisedPlacementSearch(Optimizer):
             self.evaluate_grid(idx, cand, op)
             better = self.best_key[idx] < before
             step[idx] = torch.where(better, step[idx], (step[idx] / 2).clamp(min=1.0))
-            idle[idx] = torch.where(better, 0, idle[idx] + 1)
+            since[idx] = torch.where(better, self.queries[idx], since[idx])
             if self.patience is not None:
-                stuck[idx] |= idle[idx] >= self.patience
+                stuck[idx] |= self.queries[idx] - since[idx] >= self.patience
             # Tabu: evaluated positions (and their immediate neighbours) are not proposed again.
             flat = blocked[idx].reshape(idx.numel(), Hp * Wp)
             for j in range(self.k):
