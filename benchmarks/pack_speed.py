@@ -109,7 +109,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"pack: {report['summary']['protected']} images in {report['pack_seconds']} s = "
           f"{report['images_per_s']} images/s on {report['env']['device_name']} "
           f"(attack success {report['summary']['attack_success_rate']:.1%}, "
-          f"median queries {report['summary'].get('median_queries')}) [synthetic data]")
+          f"median queries {report['summary'].get('median_queries')}) [synthetic data]\n"
+          f"main thread: {report['summary'].get('timings')}")
     return report
 
 

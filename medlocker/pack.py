@@ -16,12 +16,13 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -86,6 +87,10 @@ class PackSummary:
     rejects: list[dict[str, str]] = field(default_factory=list)
     shards: int = 0
     seconds: float = 0.0
+    # Where this rank's main thread spent its time: waiting for reads, searching (Grad-CAM and
+    # the clean forward included), waiting for encoding/sealing and for shard writes.
+    timings: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("wait_read", "search", "wait_encode", "wait_write"), 0.0))
     manifest_digest: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +110,7 @@ class PackSummary:
             "median_queries": float(np.median(q)),
             "mean_queries": float(np.mean(q)),
             "seconds": round(self.seconds, 2),
+            "timings": {k: round(v, 2) for k, v in self.timings.items()},
             "images_per_second": round(self.protected / self.seconds, 2) if self.seconds else None,
             "manifest_digest": self.manifest_digest,
             "rejects": self.rejects,
@@ -178,7 +184,8 @@ def _protect_shard(
     loaded: list[tuple[Record, np.ndarray, list | None]] = []
     for rec, fut in zip(records, loads):
         try:
-            image, boxes = fut.result()
+            with _timed(summary, "wait_read"):
+                image, boxes = fut.result()
         except (BadInputError, OSError, ValueError) as e:
             summary.rejects.append({"key": rec.key, "path": rec.path, "reason": str(e)})
             log.warning("rejected %s: %s", rec.path, e)
@@ -197,6 +204,7 @@ def _protect_shard(
     for idx in by_size.values():
         for start in range(0, len(idx), config.batch_size):
             chunk = idx[start : start + config.batch_size]
+            search_started = time.perf_counter()
             images = np.stack([loaded[i][1] for i in chunk])
             labels = [loaded[i][0].label for i in chunk]
             boxes = [loaded[i][2] for i in chunk]
@@ -213,6 +221,7 @@ def _protect_shard(
             results = protect(
                 images, labels, boxes, surrogates, logo=logo, config=config.search, device=device, seeds=seeds
             )
+            summary.timings["search"] += time.perf_counter() - search_started
             keep = []
             for i, res in zip(chunk, results):
                 if res.placement is None:
@@ -233,9 +242,19 @@ def _protect_shard(
             # Rendering, PNG encoding and sealing run in the pool while the next chunk is searched.
             pending.extend(zip(keep, futs))
             on_batch(len(chunk), sum(r.success for r in results))
-    for i, fut in pending:
-        samples[i], params[i] = fut.result()
+    with _timed(summary, "wait_encode"):
+        for i, fut in pending:
+            samples[i], params[i] = fut.result()
     return [s for s in samples if s is not None], [p for p in params if p is not None]
+
+
+@contextlib.contextmanager
+def _timed(summary: PackSummary, key: str) -> Iterator[None]:
+    t = time.perf_counter()
+    try:
+        yield
+    finally:
+        summary.timings[key] += time.perf_counter() - t
 
 
 def _submit_loads(
@@ -423,10 +442,12 @@ def pack(
                 on_batch=progress, summary=summary, masked=masked, loads=current,
             )
             if writing is not None:
-                writing.result()  # one shard in flight at a time; errors surface here
+                with _timed(summary, "wait_write"):
+                    writing.result()  # one shard in flight at a time; errors surface here
             writing = writer.submit(write, i, samples, params, list(summary.rejects))
         if writing is not None:
-            writing.result()
+            with _timed(summary, "wait_write"):
+                writing.result()
 
     # Rank 0 assembles every rank's checkpoints (secrets folders need not be shared).
     states = {i: (run.progress_dir / f"shard-{i:06d}.json").read_text() for i in mine}

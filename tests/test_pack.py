@@ -69,6 +69,9 @@ def test_pack_then_licensed_read_is_exact_and_public_view_is_watermarked(world):
         config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=24, logo_scale=0.02, lesion_margin=1), shard_size=4, batch_size=4),
     )
     assert summary.to_dict()["protected"] == N and summary.shards == 3
+    timings = summary.to_dict()["timings"]  # where the main thread's time went
+    assert set(timings) == {"wait_read", "search", "wait_encode", "wait_write"}
+    assert timings["search"] > 0 and sum(timings.values()) <= summary.seconds
     manifest = read_manifest(str(dest), owner.public)
     assert manifest.dataset_id == summary.dataset_id and manifest.num_samples == N
     assert not any(p.name in ("run.json", "params.jsonl") for p in dest.iterdir())  # no secrets published
