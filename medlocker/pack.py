@@ -176,11 +176,9 @@ def _protect_shard(
     pool: ThreadPoolExecutor,
     on_batch: Callable[[int, int], None],
     summary: PackSummary,
-    masked: bool = False,
-    loads: Sequence[Future[tuple[np.ndarray, list | None]]] | None = None,
+    loads: Sequence[Future[tuple[np.ndarray, list | None]]],
 ) -> tuple[list[SampleRecord], list[ParamRecord]]:
-    if loads is None:
-        loads = _submit_loads(pool, records, config.resize, masked)
+    """Search, render, encode and seal one shard's records, whose reads ``loads`` are under way."""
     loaded: list[tuple[Record, np.ndarray, list | None]] = []
     for rec, fut in zip(records, loads):
         try:
@@ -439,7 +437,7 @@ def pack(
             samples, params = _protect_shard(
                 part_of(i), i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
                 classes=source.classes, config=config, device=device, pool=pool,
-                on_batch=progress, summary=summary, masked=masked, loads=current,
+                on_batch=progress, summary=summary, loads=current,
             )
             if writing is not None:
                 with _timed(summary, "wait_write"):
