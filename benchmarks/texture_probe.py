@@ -4,8 +4,9 @@
 Not a packing option yet (the per-image colours would have to join the committed watermark
 parameters). On the first N evaluation images of a `benchmarks/report.py --cpu` run, it
 searches placements with that run's learned logo (the `ensemble_learned` configuration),
-then optimises each image's logo RGB at its placement (logo shape, alpha and opacity fixed;
-Adam on the surrogates' margin loss clamped at -MARGIN), and prints and writes
+then optimises each image's logo RGB at its placement with
+`medlocker.watermark.refine_colors` (logo shape, alpha and opacity fixed; Adam on the
+surrogates' margin loss clamped at -MARGIN), and prints and writes
 white-box / black-box / robust accuracy for: clean, learned logo, per-image colours.
 Synthetic data.
 
@@ -20,8 +21,7 @@ from medlocker.models import load_checkpoint
 from medlocker.report.pipeline import CPU, _evaluation_images, _search_config, with_overrides
 from medlocker.report.metrics import predict, accuracy
 from medlocker.report.robustness import apply_batch
-from medlocker.watermark import protect, render_exact
-from medlocker.watermark.objective import margins
+from medlocker.watermark import protect, refine_colors, render_exact
 
 torch.set_num_threads(2)
 out, N, STEPS, TARGET = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
@@ -57,36 +57,11 @@ def summary(name, x):
 
 
 rows = [summary("clean", imgs), summary("learned logo (today's format)", base)]
-# per-image colours: optimise the logo RGB of each image at its placement, alpha x opacity fixed
-idx = [i for i, p in enumerate(P) if p is not None]
-x0 = torch.from_numpy(np.ascontiguousarray(imgs[idx])).permute(0, 3, 1, 2).float() / 255
-lab = torch.from_numpy(labels[idx])
-from medlocker.watermark import resize_logo
-sized = {}
-for i in idx:
-    p = P[i]
-    sized.setdefault((p.w, p.h), torch.from_numpy(resize_logo(logo, p.w, p.h)).permute(2, 0, 1).float() / 255)
-theta = [torch.logit(sized[(P[i].w, P[i].h)][:3].clamp(0.02, 0.98)).clone().requires_grad_(True) for i in idx]
-opt = torch.optim.Adam(theta, lr=0.15)
-for step in range(STEPS):
-    xs = []
-    for j, i in enumerate(idx):
-        p = P[i]; s = sized[(p.w, p.h)]
-        a = s[3:4] * (p.opacity / 255.0)
-        x = x0[j].clone()
-        patch = x[:, p.y:p.y + p.h, p.x:p.x + p.w]
-        x[:, p.y:p.y + p.h, p.x:p.x + p.w] = patch + a * (torch.sigmoid(theta[j]) - patch)
-        xs.append(x)
-    xb = torch.stack(xs)
-    loss = sum(torch.clamp(margins(m(xb), lab), min=-TARGET) for m in sur).mean()
-    opt.zero_grad(); loss.backward(); opt.step()
-    if step % 10 == 0:
-        print("step", step, round(float(loss.detach()), 3), round(time.time() - t0, 1), flush=True)
-tex = base.copy()
-for j, i in enumerate(idx):
-    p = P[i]; s = sized[(p.w, p.h)]
-    rgba = np.concatenate([(torch.sigmoid(theta[j]).detach().permute(1, 2, 0).numpy() * 255).round().astype(np.uint8),
-                           (s[3:4].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)], axis=2)
-    tex[i] = render_exact(imgs[i], rgba, p)
+# per-image colours: each image's logo RGB optimised at its placement (alpha x opacity fixed)
+t1 = time.time()
+logos = refine_colors(imgs, labels.tolist(), P, sur, logo=logo, config=search, steps=STEPS, target_margin=TARGET,
+                      device="cpu")
+tex = np.stack([render_exact(im, lg, p) if p is not None else im for im, p, lg in zip(imgs, P, logos)])
+print("refine", round(time.time() - t1, 1), "s", flush=True)
 rows.append(summary(f"per-image colours ({STEPS} steps, margin {TARGET})", tex))
 (out / f"texture_probe_{N}_{STEPS}_{TARGET}.json").write_text(json.dumps(rows, indent=1))

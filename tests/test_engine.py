@@ -149,3 +149,28 @@ def test_models_are_restored_after_protect() -> None:
         assert torch.equal(before, clean_margins([model.eval()], images, labels))
     finally:
         model.eval()
+
+
+def test_refined_colours_keep_shape_and_placement_and_lower_the_margin() -> None:
+    from medlocker.watermark import refine_colors
+
+    models = [toy_model(0), toy_model(1)]
+    images, labels = toy_images(6, seed=21)
+    logo = toy_logo()
+    config = SearchConfig(optimizer="gradient", budget=30, logo_scale=0.0625, opacity=(64, 200))
+    res = protect(images, labels, [[] for _ in labels], models, logo=logo, config=config, device="cpu")
+    placements = [r.placement for r in res]
+    placements[5] = None  # an image without a logo gets none
+    refined = refine_colors(images, labels, placements, models, logo=logo, config=config, steps=15, device="cpu")
+    assert refined[5] is None
+    better = 0
+    for img, y, p, lg in zip(images[:5], labels[:5], placements[:5], refined[:5]):
+        sized = resize_logo(logo, p.w, p.h)
+        assert lg.dtype == np.uint8 and lg.shape == sized.shape
+        assert np.array_equal(lg[..., 3], sized[..., 3])  # the logo's shape is kept
+        out = render_exact(img, lg, p)
+        changed = (out != img).any(2)
+        x0, y0, x1, y1 = p.box
+        assert not changed[:y0].any() and not changed[y1:].any() and not changed[:, :x0].any() and not changed[:, x1:].any()
+        better += recheck(models, out, y) <= recheck(models, render_exact(img, logo, p), y) + 1e-6
+    assert better >= 4

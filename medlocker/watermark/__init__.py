@@ -7,7 +7,7 @@ The maths lives in pure batched functions (:mod:`.render`, :mod:`.feasible`,
 
 from __future__ import annotations
 
-from medlocker.watermark.engine import Result, SearchConfig, image_generator, learn_logo, protect
+from medlocker.watermark.engine import Result, SearchConfig, image_generator, learn_logo, protect, refine_colors
 from medlocker.watermark.feasible import (
     feasible_positions,
     field_of_view,
@@ -43,5 +43,6 @@ __all__ = [
     "Result",
     "protect",
     "learn_logo",
+    "refine_colors",
     "image_generator",
 ]

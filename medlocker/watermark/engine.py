@@ -41,7 +41,7 @@ from medlocker.watermark.params import Box, Placement
 from medlocker.watermark.render import logo_tensor, render_candidates
 from medlocker.watermark.transforms import get_view
 
-__all__ = ["SearchConfig", "Result", "protect", "learn_logo", "image_generator", "STATUSES"]
+__all__ = ["SearchConfig", "Result", "protect", "learn_logo", "refine_colors", "image_generator", "STATUSES"]
 
 log = logging.getLogger(__name__)
 
@@ -385,4 +385,80 @@ def learn_logo(
     rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     out = small.copy()
     out[..., :3] = rgb
+    return out
+
+
+def refine_colors(
+    images: np.ndarray | Sequence[np.ndarray],
+    labels: Sequence[int],
+    placements: Sequence[Placement | None],
+    surrogates: Sequence[nn.Module],
+    *,
+    logo: np.ndarray,
+    config: SearchConfig,
+    steps: int = 40,
+    lr: float = 0.15,
+    target_margin: float = 2.0,
+    device: torch.device | str | None = None,
+) -> list[np.ndarray | None]:
+    """Per-image logo colours at fixed placements: an adversarial texture inside the logo's shape.
+
+    Each image's logo RGB starts from ``logo`` and is optimised with Adam on the
+    surrogates' margin loss (each surrogate pushed down to ``-target_margin``, under
+    the configured EOT views) at the image's placement; the logo's alpha (its shape)
+    and the placement's opacity stay as they are, so only pixels the logo already
+    covers change. Not yet a packing option: per-image colours would have to join the
+    committed watermark parameters (see ``benchmarks/texture_probe.py`` for what they buy).
+
+    Args:
+        images, labels, surrogates, config: as for :func:`protect`.
+        placements: per image, from :func:`protect` (None: no logo, returns None).
+        logo: the ``uint8`` RGBA logo the placements were searched with (any size;
+            resized to each placement like :func:`~medlocker.watermark.render.render_exact`).
+        steps, lr: Adam steps and learning rate on the colours' logits.
+        target_margin: how far below zero each surrogate's margin is pushed.
+
+    Returns:
+        Per image, the ``uint8`` RGBA logo at its placement's size (alpha unchanged), or None.
+    """
+    batch = _as_batch(images)
+    if len(labels) != len(batch) or len(placements) != len(batch):
+        raise ValueError(f"got {len(batch)} images, {len(labels)} labels and {len(placements)} placements")
+    _check_models(surrogates, labels)
+    if steps < 0 or target_margin < 0:
+        raise ValueError("steps and target_margin must be >= 0")
+    dev = _default_device(device)
+    out: list[np.ndarray | None] = [None] * len(batch)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(placements):
+        if p is not None:
+            groups.setdefault((p.w, p.h), []).append(i)
+    with frozen(surrogates, dev):
+        objective = Objective(surrogates, config.eot, margin=max(config.margin, target_margin),
+                              amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
+        for (w, h), members in groups.items():
+            small = resize_logo(logo, w, h) if logo.shape[:2] != (h, w) else logo
+            base = logo_tensor(small, dev)
+            for s in range(0, len(members), config.batch_size):
+                part = members[s:s + config.batch_size]
+                ps = [placements[i] for i in part]
+                x = torch.from_numpy(batch[part]).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+                y = torch.tensor([int(labels[i]) for i in part], device=dev)
+                index = torch.arange(len(part), device=dev)
+                xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
+                op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
+                theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(len(part), -1, -1, -1).clone().requires_grad_(True)
+                opt = torch.optim.Adam([theta], lr=lr)
+                alpha = base[3:].expand(len(part), -1, -1, -1)
+                for _ in range(steps):
+                    rgba = torch.cat([torch.sigmoid(theta), alpha], dim=1)
+                    loss = objective.loss(render_candidates(x, rgba, index, xy, op), y).loss
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()
+                    opt.step()
+                rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8)
+                for j, i in enumerate(part):
+                    lg = small.copy()
+                    lg[..., :3] = rgb[j].permute(1, 2, 0).cpu().numpy()
+                    out[i] = lg
     return out

@@ -132,7 +132,8 @@ def render_candidates(
 
     Args:
         images: float ``[B, 3, H, W]`` in ``[0, 1]``.
-        logo_rgba: float ``[4, h, w]`` in ``[0, 1]``, the already-resized logo.
+        logo_rgba: float ``[4, h, w]`` in ``[0, 1]``, the already-resized logo, or
+            ``[N, 4, h, w]``: one logo per candidate.
         index: long ``[N]``, which image each candidate is drawn on.
         xy: long ``[N, 2]`` top-left ``(x, y)``; the caller guarantees
             ``0 <= x <= W - w`` and ``0 <= y <= H - h`` (see ``feasible.py``).
@@ -144,13 +145,14 @@ def render_candidates(
         ``quantize`` is False.
     """
     _, C, H, W = images.shape
-    _, h, w = logo_rgba.shape
+    h, w = logo_rgba.shape[-2:]
     N = index.shape[0]
     out = images.index_select(0, index).reshape(N, C, H * W)
     lin = _patch_index(xy.long(), h, w, W)[:, None, :].expand(N, C, h * w)
     patch = out.gather(2, lin)
-    rgb = logo_rgba[:3].reshape(1, 3, h * w)
-    alpha = logo_rgba[3].reshape(1, 1, h * w)
+    rows = N if logo_rgba.dim() == 4 else 1
+    rgb = logo_rgba[..., :3, :, :].reshape(rows, 3, h * w)
+    alpha = logo_rgba[..., 3, :, :].reshape(rows, 1, h * w)
     if quantize:
         u = torch.round(patch * 255.0).to(torch.int32)
         lg = torch.round(rgb * 255.0).to(torch.int32)
