@@ -189,18 +189,31 @@ class Optimizer(ABC):
     def remaining(self, idx: torch.Tensor) -> torch.Tensor:
         return self.problem.budget - self.queries[idx]
 
+    def remaining_all(self) -> torch.Tensor:
+        """Queries every image may still spend ``[B]``."""
+        return self.problem.budget - self.queries
+
     def alive(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Images (indices) not yet fooled that can still pay for one evaluation."""
         idx = torch.arange(self.queries.shape[0], device=self.queries.device) if idx is None else idx
         ok = ~self.fooled[idx] & (self.remaining(idx) >= self.eval_cost)
         return idx[ok]
 
-    def uniform(self, idx: torch.Tensor, *shape: int) -> torch.Tensor:
-        """``U[0,1)`` float64 ``[len(idx), *shape]`` on the device, row ``i`` from image ``idx[i]``'s generator."""
+    def uniform(self, idx: torch.Tensor, *shape: int, host_idx: Sequence[int] | None = None) -> torch.Tensor:
+        """``U[0,1)`` float64 ``[len(idx), *shape]`` on the device, row ``i`` from image ``idx[i]``'s generator.
+
+        ``host_idx`` (``idx`` as a list, when the caller has it) avoids reading ``idx`` back from
+        the device; the draws go up through pinned memory without a stream synchronisation, so
+        on CUDA the CPU draws while the device still works on what was queued before.
+        """
         gens = self.problem.generators
-        rows = [torch.rand(shape, generator=gens[i], dtype=torch.float64) for i in idx.tolist()]
+        rows = [torch.rand(shape, generator=gens[i], dtype=torch.float64)
+                for i in (idx.tolist() if host_idx is None else host_idx)]
         u = torch.stack(rows) if rows else torch.empty((0, *shape), dtype=torch.float64)
-        return u.to(self.problem.images.device)
+        dev = self.problem.images.device
+        if dev.type == "cuda":
+            return u.pin_memory().to(dev, non_blocking=True)
+        return u.to(dev)
 
     def _render(self, owners: torch.Tensor, xy: torch.Tensor, opacity: torch.Tensor) -> torch.Tensor:
         p = self.problem
@@ -214,8 +227,8 @@ class Optimizer(ABC):
         for s in range(0, owners.shape[0], bs):
             o, q, a = owners[s:s + bs], xy[s:s + bs], opacity[s:s + bs]
             ev = obj.evaluate(self._render(o, q, a), self.problem.labels[o])
-            if self.confirm and bool(ev.fooled.any()):
-                sel = ev.fooled.nonzero().squeeze(1)
+            sel = ev.fooled.nonzero().squeeze(1) if self.confirm else None
+            if sel is not None and sel.numel():
                 worst = obj.check(self._render(o[sel], q[sel], a[sel]), self.problem.labels[o[sel]])
                 self.queries.index_add_(0, o[sel], torch.full_like(sel, obj.check_cost))
                 w = ev.worst.clone()
@@ -228,23 +241,26 @@ class Optimizer(ABC):
         return ev
 
     def _track(self, owners: torch.Tensor, xy: torch.Tensor, opacity: torch.Tensor, ev: Evaluation) -> None:
+        """Keep each image's best evaluated candidate (fooled first, then lowest loss; ties: first row).
+        Masked updates over all images, so no host synchronisation."""
         if owners.numel() == 0:
             return
+        n = owners.shape[0]
         key = ev.loss.double() - _FOOLED_BONUS * ev.fooled.double()
         best = self.best_key.clone()
         best.scatter_reduce_(0, owners, key, reduce="amin")
-        row = torch.arange(owners.shape[0], device=owners.device)
+        row = torch.arange(n, device=owners.device)
         wins = (key == best[owners]) & (key < self.best_key[owners])
-        first = torch.full_like(self.best_opacity, owners.shape[0])
-        first.scatter_reduce_(0, owners, torch.where(wins, row, owners.shape[0]), reduce="amin")
-        upd = (first < owners.shape[0]).nonzero().squeeze(1)
-        r = first[upd]
-        self.best_key[upd] = key[r]
-        self.best_loss[upd] = ev.loss[r]
-        self.best_worst[upd] = ev.worst[r]
-        self.fooled[upd] = ev.fooled[r]
-        self.best_xy[upd] = xy[r]
-        self.best_opacity[upd] = opacity[r].long()
+        first = torch.full_like(self.best_opacity, n)
+        first.scatter_reduce_(0, owners, torch.where(wins, row, n), reduce="amin")
+        upd = first < n
+        r = first.clamp(max=n - 1)
+        self.best_key = torch.where(upd, key[r], self.best_key)
+        self.best_loss = torch.where(upd, ev.loss[r], self.best_loss)
+        self.best_worst = torch.where(upd, ev.worst[r], self.best_worst)
+        self.fooled = torch.where(upd, ev.fooled[r], self.fooled)
+        self.best_xy = torch.where(upd[:, None], xy[r], self.best_xy)
+        self.best_opacity = torch.where(upd, opacity[r].long(), self.best_opacity)
 
     def evaluate_grid(self, idx: torch.Tensor, xy: torch.Tensor, opacity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Evaluate ``K`` candidates of each image ``idx`` (``xy`` ``[A, K, 2]``, ``opacity`` ``[A, K]``).
@@ -264,8 +280,6 @@ class Optimizer(ABC):
         for s in range(0, K, self.round_size):
             e = min(K, s + self.round_size)
             can = (~self.fooled[idx]) & (self.remaining(idx) >= self.eval_cost)
-            if not bool(can.any()):
-                break
             valid = (xy[:, s:e, 0] >= 0) & can[:, None]
             afford = (self.remaining(idx) // self.eval_cost)[:, None]
             valid &= torch.cumsum(valid.long(), dim=1) <= afford
@@ -283,10 +297,12 @@ class Optimizer(ABC):
         or at their render with a placement; charged :attr:`Objective.cost` per image."""
         p = self.problem
         x = p.images.index_select(0, idx)
-        if xy is not None:
-            placed = (xy[:, 0] >= 0).nonzero().squeeze(1)
-            if placed.numel():
-                x[placed] = self._render(idx[placed], xy[placed], opacity[placed])
+        if xy is not None and idx.numel():
+            # Render every row (unplaced ones at a dummy position) and keep the clean image where
+            # there is no placement: a masked select instead of a data-dependent index (no sync).
+            placed = xy[:, 0] >= 0
+            drawn = self._render(idx, xy.clamp(min=0), torch.where(placed, opacity, 1))
+            x = torch.where(placed[:, None, None, None], drawn, x)
         ev, grad = self.objective.gradient(x, p.labels[idx])
         self.queries.index_add_(0, idx, torch.full_like(idx, self.objective.cost))
         return ev, grad

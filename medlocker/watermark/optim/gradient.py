@@ -55,16 +55,28 @@ def placement_scores(grad: torch.Tensor, clean: torch.Tensor, logo: torch.Tensor
     return corr[:, : H - h + 1, : W - w + 1]
 
 
+def _window(x: torch.Tensor, y: torch.Tensor, rx: int, ry: int, Wp: int, Hp: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flat indices ``[..., (2ry+1)(2rx+1)]`` of the positions with ``|dx| <= rx, |dy| <= ry`` around
+    ``(x, y)`` and whether each lies on the ``Hp x Wp`` grid."""
+    dx = torch.arange(-rx, rx + 1, device=x.device)
+    dy = torch.arange(-ry, ry + 1, device=x.device)
+    X = x[..., None, None] + dx
+    Y = y[..., None, None] + dy[:, None]
+    inside = (X >= 0) & (X < Wp) & (Y >= 0) & (Y < Hp)
+    flat = Y.clamp(0, Hp - 1) * Wp + X.clamp(0, Wp - 1)
+    return flat.flatten(-2), inside.flatten(-2)
+
+
 def nms_topk(score: torch.Tensor, k: int, radius: tuple[int, int]) -> torch.Tensor:
     """The ``k`` lowest finite scores per map, each suppressing ``|dx| <= rx, |dy| <= ry`` around it.
+
+    Suppression writes only the window around each pick (a scatter), not a mask over the map.
 
     Returns:
         long ``[N, k, 2]`` ``(x, y)``; ``-1`` when fewer than ``k`` remain.
     """
     N, Hp, Wp = score.shape
     s = score.reshape(N, Hp * Wp).clone()
-    ys = torch.arange(Hp, device=s.device).repeat_interleave(Wp)
-    xs = torch.arange(Wp, device=s.device).repeat(Hp)
     out = torch.full((N, k, 2), -1, dtype=torch.long, device=s.device)
     rx, ry = radius
     for j in range(k):
@@ -73,8 +85,8 @@ def nms_topk(score: torch.Tensor, k: int, radius: tuple[int, int]) -> torch.Tens
         x, y = i % Wp, i // Wp
         out[:, j, 0] = torch.where(ok, x, -1)
         out[:, j, 1] = torch.where(ok, y, -1)
-        near = ((xs - x[:, None]).abs() <= rx) & ((ys - y[:, None]).abs() <= ry)
-        s = s.masked_fill(near, float("inf"))
+        flat, inside = _window(x, y, rx, ry, Wp, Hp)
+        s.scatter_(1, torch.where(inside, flat, i[:, None]), float("inf"))  # off-grid: the pick itself
     return out
 
 
@@ -116,23 +128,29 @@ class LinearisedPlacementSearch(Optimizer):
         _, h, w = p.logo.shape
         _, Hp, Wp = p.feasible.shape
         radius = (int(w * self.nms), int(h * self.nms))
-        blocked = ~p.feasible.clone()
+        # Positions not to propose: infeasible, or already evaluated (tabu); one spare column as a sink.
+        blocked = torch.nn.functional.pad(~p.feasible.reshape(B, Hp * Wp), (0, 1), value=True)
         stuck = torch.zeros(B, dtype=torch.bool, device=dev)
         since = self.queries.clone()  # queries spent when each image's best last improved
         step = torch.full((B,), max(w, h) / 2.0, dtype=torch.float64, device=dev)
-        ys = torch.arange(Hp, device=dev).repeat_interleave(Wp)
-        xs = torch.arange(Wp, device=dev).repeat(Hp)
+        first = True
         while True:
-            idx = self.alive()
-            idx = idx[~stuck[idx] & (self.remaining(idx) >= self.objective.cost + self.eval_cost)]
+            # One host synchronisation per round: which images go on (their indices, also on the host).
+            go = ~self.fooled & (self.remaining_all() >= self.objective.cost + self.eval_cost) & ~stuck
+            idx = go.nonzero().squeeze(1)
             if idx.numel() == 0:
                 return
-            _, grad = self.gradient_at(idx, self.best_xy[idx], self.best_opacity[idx])
+            host_idx = idx.tolist()
+            if first:  # nothing placed yet: the gradient at the clean images
+                _, grad = self.gradient_at(idx)
+            else:
+                _, grad = self.gradient_at(idx, self.best_xy[idx], self.best_opacity[idx])
             score = placement_scores(grad, p.images[idx], p.logo, float(hi))
-            score = score.masked_fill(blocked[idx], float("inf"))
+            score = score.masked_fill(blocked[idx, :-1].reshape(-1, Hp, Wp), float("inf"))
             cand = nms_topk(score, self.k, radius)
             if self.local:
-                cand = self._with_local_moves(idx, cand, blocked, step)
+                cand = self._with_local_moves(idx, host_idx, cand, blocked, step)
+            first = False
             stuck[idx] = (cand[..., 0] < 0).all(1)
             op = torch.full(cand.shape[:2], hi, dtype=torch.long, device=dev)
             before = self.best_key[idx].clone()
@@ -143,21 +161,20 @@ class LinearisedPlacementSearch(Optimizer):
             if self.patience is not None:
                 stuck[idx] |= self.queries[idx] - since[idx] >= self.patience
             # Tabu: evaluated positions (and their immediate neighbours) are not proposed again.
-            flat = blocked[idx].reshape(idx.numel(), Hp * Wp)
-            for j in range(self.k):
-                x, y = cand[:, j, 0], cand[:, j, 1]
-                near = ((xs - x[:, None]).abs() <= self.tabu) & ((ys - y[:, None]).abs() <= self.tabu) & (x[:, None] >= 0)
-                flat |= near
-            blocked[idx] = flat.view(-1, Hp, Wp)
+            # Off-grid and skipped (x < 0) entries go to the sink column Hp * Wp.
+            flat, inside = _window(cand[..., 0], cand[..., 1], self.tabu, self.tabu, Wp, Hp)
+            flat = torch.where(inside & (cand[..., :1] >= 0), flat, Hp * Wp).reshape(idx.numel(), -1)
+            blocked[idx] = blocked[idx].scatter_(1, flat, True)
 
-    def _with_local_moves(self, idx: torch.Tensor, cand: torch.Tensor, blocked: torch.Tensor,
+    def _with_local_moves(self, idx: torch.Tensor, host_idx: list[int], cand: torch.Tensor, blocked: torch.Tensor,
                           step: torch.Tensor) -> torch.Tensor:
         """Replace the last ``local`` gradient picks by moves around the best placement,
         interleaved with the gradient picks (gradient first)."""
         A, L = idx.numel(), self.local
-        u = self.uniform(idx, L, 2) * 2 - 1
+        _, Hp, Wp = self.problem.feasible.shape
+        u = self.uniform(idx, L, 2, host_idx=host_idx) * 2 - 1
         moves = self.best_xy[idx][:, None, :].double() + (u * step[idx][:, None, None]).round()
-        moves = project(moves, ~blocked[idx])  # nearest feasible, not yet evaluated
+        moves = project(moves, ~blocked[idx, :-1].reshape(A, Hp, Wp))  # nearest feasible, not yet evaluated
         has_best = (self.best_xy[idx, 0] >= 0)[:, None, None]
         n_grad = self.k - L
         moves = torch.where(has_best, moves, cand[:, n_grad:])  # first round: all gradient picks
