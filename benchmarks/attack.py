@@ -438,6 +438,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, default=64, help="images attacked (the same ones for every optimizer)")
     p.add_argument("--batch-size", type=int, default=256, help="rows per model forward (search and raw rate)")
     p.add_argument("--budget", type=int, default=1000, help="max queries per image (one run per optimizer)")
+    p.add_argument("--large-n", type=int, default=0,
+                   help="also time the gradient optimizer on this many images in one protect() call (the packer's "
+                        "GPU batch), reported as gradient@N: the search's fixed costs and its tail of small "
+                        "late rounds are shared by more images")
+    p.add_argument("--gradient-k", default="",
+                   help="comma-separated k values: also time the gradient optimizer with k candidates per "
+                        "gradient (half of them local moves), reported as gradient_kK (default k is 8)")
+    p.add_argument("--cudnn-benchmark", action="store_true",
+                   help="torch.backends.cudnn.benchmark = True (autotuned convolutions; the search primes "
+                        "every padded batch shape once, so tuning happens before the timed run)")
     p.add_argument("--optimizers", default="gradient,blackbox,bhe",
                    help=f"comma list of {sorted(OPTIMIZERS)}, or 'none' for the raw rate only")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -470,13 +480,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             if getattr(args, k) == defaults[k]:
                 setattr(args, k, v)
     names = [] if args.optimizers.strip() in ("", "none") else [s.strip() for s in args.optimizers.split(",")]
+    for k in filter(None, (v.strip() for v in args.gradient_k.split(","))):
+        if not k.isdigit() or int(k) < 2:
+            p.error(f"--gradient-k takes integers >= 2, got {k!r}")
+        names.append(register_gradient_variant(int(k)))
     bad = [s for s in names if s not in OPTIMIZERS]
     if bad:
         p.error(f"unknown optimizer(s) {bad}; valid: {sorted(OPTIMIZERS)}")
     args.optimizer_list = names
-    if args.n < 1 or args.budget < 1 or args.batch_size < 1:
-        p.error("--n, --budget and --batch-size must be >= 1")
+    if args.n < 1 or args.budget < 1 or args.batch_size < 1 or args.large_n < 0:
+        p.error("--n, --budget and --batch-size must be >= 1 (--large-n >= 0)")
     return args
+
+
+def register_gradient_variant(k: int) -> str:
+    """Register ``gradient_k{k}``: the gradient optimizer with ``k`` candidates per gradient, ``k // 2``
+    of them local moves (the default is k=8, local=4). Returns its name."""
+    name = f"gradient_k{k}"
+    if name not in OPTIMIZERS:
+        base = OPTIMIZERS["gradient"]
+
+        def __init__(self, objective, **kwargs):  # noqa: ANN001, N807
+            kwargs.setdefault("k", k)
+            kwargs.setdefault("local", k // 2)
+            base.__init__(self, objective, **kwargs)
+
+        OPTIMIZERS[name] = type(f"GradientK{k}", (base,), {"name": name, "__init__": __init__})
+    return name
 
 
 def _write(path: str | None, report: dict[str, Any]) -> None:
@@ -524,6 +554,8 @@ def _run(args: argparse.Namespace) -> dict[str, Any]:
 
 def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
     device = _resolve_device(args.device)
+    if args.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     precision = args.amp if device.type == "cuda" else "fp32"
     precision = "fp32" if precision == "none" else precision
 
@@ -532,7 +564,8 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
     t = time.perf_counter()
     need_training = args.checkpoint is None and (args.train_seconds > 0 or args.train_steps > 0)
     train = make_images(TRAIN_SEED, args.train_images, args.size, boxes=False, workers=workers) if need_training else None
-    pool = make_images(EVAL_SEED, args.n * max(1, args.pool_factor), args.size, boxes=True, workers=workers)
+    n_max = max(args.n, args.large_n)
+    pool = make_images(EVAL_SEED, n_max * max(1, args.pool_factor), args.size, boxes=True, workers=workers)
     log.info("generated %d + %d images in %.1f s", 0 if train is None else len(train.labels), len(pool.labels),
              time.perf_counter() - t)
 
@@ -562,12 +595,13 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
     model_info["clean_accuracy"] = float((pred == pool.labels).mean())
     model_info["pool"] = int(len(pool.labels))
     if model_info["source"] == "untrained":
-        chosen = np.arange(min(args.n, len(pool.labels)))
+        everyone = np.arange(min(n_max, len(pool.labels)))
         report["warning"] = "untrained model: success rates are not meaningful, throughput is"
     else:
-        chosen = correct[: args.n]
-        if len(chosen) < args.n:
-            report["warning"] = f"only {len(chosen)} of {len(pool.labels)} pool images are classified correctly"
+        everyone = correct[:n_max]
+        if len(everyone) < n_max:
+            report["warning"] = f"only {len(everyone)} of {len(pool.labels)} pool images are classified correctly"
+    chosen = everyone[: args.n]
     images = pool.take(chosen)
     model_info["params_m"] = round(sum(p.numel() for p in clf.parameters()) / 1e6, 3)
     report["model"] = model_info
@@ -581,7 +615,7 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
     # Raw model rates at the same batch size and precisions.
     fwd_p = sorted({precision, report["precision"]["checks"]})
     rates = raw_rates(clf, batch=args.batch_size, size=args.size, device=device, precisions=fwd_p,
-                      backward=[precision] if "gradient" in args.optimizer_list else [],
+                      backward=[precision] if any(o.startswith("gradient") for o in args.optimizer_list) else [],
                       channels_last=args.channels_last, seconds=args.rate_seconds)
     report["raw"] = {"batch_size": args.batch_size, **rates}
     raw_fwd = rates["forward"][precision]
@@ -599,7 +633,7 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
         return protect(subset.pixels, subset.labels.tolist(), subset.boxes, [wrapped], logo=logo, config=cfg,
                        device=device, seeds=[f"bench{i}" for i in range(len(subset.labels))])
 
-    def measure(name: str) -> dict[str, Any]:
+    def measure(name: str, images: Images = images) -> dict[str, Any]:
         wrapped.rows.clear()
         _sync(device)
         t0 = time.perf_counter()
@@ -615,7 +649,7 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
         entry["model_share"] = est / wall if est is not None and wall > 0 else None
         log.info("%s: %.0f%% fooled, median %s queries, %.1f images/s", name, 100 * entry["success_rate"],
                  entry["median_queries"], entry["protected_images_per_s"] or 0)
-        if args.profile:
+        if args.profile and len(images.labels) == len(chosen):
             sub = images.take(range(min(args.profile_n, len(chosen))))
             entry["profile"] = profile_protect(lambda: run(name, sub, args.budget), Path(args.profile), name, device)
         return entry
@@ -631,6 +665,16 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
         try:
             report["optimizers"][name] = measure(name)
         except Exception as exc:  # one broken optimizer must not cost the others' numbers
+            log.exception("%s failed", name)
+            report["errors"][name] = f"{type(exc).__name__}: {exc}"
+        _write(args.out, report)
+    for opt in [o for o in args.optimizer_list if o.startswith("gradient")]:
+        if not args.large_n or len(everyone) <= len(chosen):
+            break
+        name = f"{opt}@{len(everyone)}"
+        try:
+            report["optimizers"][name] = measure(opt, pool.take(everyone))
+        except Exception as exc:
             log.exception("%s failed", name)
             report["errors"][name] = f"{type(exc).__name__}: {exc}"
         _write(args.out, report)
@@ -669,17 +713,17 @@ def format_table(report: dict[str, Any]) -> str:
     ]
     opts = report.get("optimizers", {})
     budgets = [str(b) for b in report.get("curve_budgets", [])]
-    head = f"{'optimizer':<9} {'success':>7} {'med q':>6} {'med q ok':>8} {'mean q':>7} {'img/s':>8} " \
+    head = f"{'optimizer':<13} {'success':>7} {'med q':>6} {'med q ok':>8} {'mean q':>7} {'img/s':>8} " \
            f"{'overhead':>8} {'model%':>6} | " + " ".join(f"@{b:>4}" for b in budgets)
     lines += [head, "-" * len(head)]
     for name, e in opts.items():
         lines.append(
-            f"{name:<9} {_fmt(e['success_rate'], '.2f'):>7} {_fmt(e['median_queries'], '.0f'):>6} "
+            f"{name:<13} {_fmt(e['success_rate'], '.2f'):>7} {_fmt(e['median_queries'], '.0f'):>6} "
             f"{_fmt(e['median_queries_to_success'], '.0f'):>8} {_fmt(e['mean_queries'], '.1f'):>7} "
             f"{_fmt(e['protected_images_per_s'], '.2f'):>8} {_fmt(e['overhead_ratio'], '.3f'):>8} "
             f"{_fmt(e.get('model_share'), '.0%'):>6} | " + " ".join(f"{e['curve'][b]:>5.2f}" for b in budgets))
     for name, err in report.get("errors", {}).items():
-        lines.append(f"{name:<9} FAILED: {err}")
+        lines.append(f"{name:<13} FAILED: {err}")
     if report.get("warning"):
         lines.append(f"warning: {report['warning']}")
     if report.get("interrupted"):
@@ -715,15 +759,15 @@ def summary(folder: str | os.PathLike[str]) -> dict[str, Any]:
             rows.append({"run": path.stem, "optimizer": name, "error": err})
     out = {"format": FORMAT + ".summary", "version": VERSION, "synthetic_data": True, "rows": rows}
     (root / "summary.json").write_text(json.dumps(out, indent=2, default=str))
-    head = f"{'run':<16} {'prec':<4} {'optimizer':<9} {'n':>4} {'success':>7} {'@50':>5} {'med q':>6} {'mean q':>7} " \
+    head = f"{'run':<20} {'prec':<4} {'optimizer':<13} {'n':>4} {'success':>7} {'@50':>5} {'med q':>6} {'mean q':>7} " \
            f"{'img/s':>8} {'raw fwd/s':>9} {'overhead':>8} {'model%':>6}"
     lines = [f"summary of {len(reports)} attack report(s) in {root} (synthetic data)", head, "-" * len(head)]
     for row in rows:
         if "error" in row:
-            lines.append(f"{row['run']:<16} {'':<4} {row['optimizer']:<9} FAILED: {row['error']}")
+            lines.append(f"{row['run']:<20} {'':<4} {row['optimizer']:<13} FAILED: {row['error']}")
             continue
         lines.append(
-            f"{row['run']:<16} {row['precision']:<4} {row['optimizer']:<9} {row['images']:>4} "
+            f"{row['run']:<20} {row['precision']:<4} {row['optimizer']:<13} {row['images']:>4} "
             f"{_fmt(row['success_rate'], '.2f'):>7} {_fmt(row['curve'].get('50'), '.2f'):>5} "
             f"{_fmt(row['median_queries'], '.0f'):>6} {_fmt(row['mean_queries'], '.1f'):>7} "
             f"{_fmt(row['protected_images_per_s'], '.1f'):>8} {_fmt(row['raw_forward_images_per_s'], '.0f'):>9} "

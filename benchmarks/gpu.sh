@@ -4,6 +4,7 @@
 #   bash benchmarks/gpu.sh              # GPU if torch sees one, else the small CPU variant
 #   bash benchmarks/gpu.sh --cpu        # the small CPU variant (same steps, tiny sizes)
 #   bash benchmarks/gpu.sh --out DIR    # output folder (default: $OUT if set, else runs/gpu)
+#   STEPS=attack_bf16,attack_bf16_cudnn bash benchmarks/gpu.sh   # only these steps (default: all)
 #
 # Needs torch, torchvision, numpy and pillow (no network, nothing installed; the pack step
 # also needs webdataset and cryptography and is skipped without them;
@@ -22,7 +23,7 @@ while (($#)); do
     --cpu) mode=cpu ;;
     --gpu) mode=gpu ;;
     --out) out="$2"; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -45,6 +46,7 @@ printf 'step\texit\tseconds\n' > "$status"
 step() {
   local name=$1 limit=$2 rc=0 t0=$SECONDS
   shift 2
+  if [[ -n ${STEPS:-} && ",$STEPS,env," != *",$name,"* ]]; then return 0; fi
   echo "=== [$name] limit ${limit}s: $*"
   timeout -k 20 "$limit" "$@" 2>&1 | tee "$out/$name.log" || rc=${PIPESTATUS[0]}
   printf '%s\t%s\t%s\n' "$name" "$rc" "$((SECONDS - t0))" >> "$status"
@@ -55,22 +57,23 @@ attack=(benchmarks/attack.py)
 if [[ $mode == gpu ]]; then
   # ResNet-50 @ 224, the model of the throughput target. One surrogate is trained once
   # (synthetic fundus grades) and reused, so bf16, fp32 and the packing run attack the same model.
-  # 512 images per protect() call, as the packer batches them on a GPU.
+  # 512 images per protect() call, as the packer batches them on a GPU; gradient@2048 is the
+  # same search over 2,048 images in one call (its fixed costs and tail shared by more images).
   model=(--arch resnet50 --size 224 --batch-size 256)
   train=(--train-seconds 60 --train-images 3000 --pool-factor 3)
-  bf16=(--n 512 --budget 1000)
+  bf16=(--n 512 --large-n 2048 --budget 1000)
   fp32=(--n 128 --budget 1000)
   prof=(--n 32 --budget 200 --profile-n 16 --rate-seconds 0.5)
   pack=(--n 1024 --batch-size 512)
-  limits=(20 170 80 45 70 0)
+  limits=(20 240 80 45 70 0 150)
 else
   model=(--arch smallcnn --size 64 --batch-size 64 --threads 1)
   train=(--train-seconds 20 --train-images 300 --pool-factor 3 --lr 4e-3)
-  bf16=(--n 8 --budget 100 --rate-seconds 0.5)
+  bf16=(--n 8 --large-n 12 --budget 100 --rate-seconds 0.5)
   fp32=(--n 8 --budget 100 --rate-seconds 0.5)
   prof=(--n 4 --budget 60 --profile-n 4 --rate-seconds 0.3)
   pack=(--n 32 --batch-size 16)
-  limits=(20 150 90 90 90 180)
+  limits=(20 150 90 90 90 180 150)
 fi
 # The surrogate checkpoint stays out of the output folder (it is large, and results should
 # come back small); a rerun on the same machine reuses it and skips training.
@@ -86,11 +89,16 @@ print("cuda", torch.cuda.is_available(), torch.version.cuda, [torch.cuda.get_dev
 '
 # 1. The headline run: white-box gradient + black-box scan + BHE at one budget, bf16 search.
 step attack_bf16 "${limits[1]}" "$py" "${attack[@]}" "${model[@]}" "${bf16[@]}" --amp bf16 \
-  --optimizers gradient,blackbox,bhe "${source_args[@]}" --out "$out/attack_bf16.json"
+  --optimizers gradient,blackbox,bhe --gradient-k 16 "${source_args[@]}" --out "$out/attack_bf16.json"
 # 1b. Optional before/after on the same surrogate: BASELINE_SRC=DIR holds an older medlocker package.
 if [[ -n ${BASELINE_SRC:-} && -f $ckpt ]]; then
   step attack_bf16_baseline "${limits[1]}" env PYTHONPATH="$BASELINE_SRC:$PYTHONPATH" "$py" "${attack[@]}" "${model[@]}" \
     "${bf16[@]}" --amp bf16 --optimizers gradient --checkpoint "$ckpt" --out "$out/attack_bf16_baseline.json"
+fi
+# 1c. The same with cuDNN autotuning (the ladder's batch shapes are tuned while priming).
+if [[ -f $ckpt ]]; then
+  step attack_bf16_cudnn "${limits[6]}" "$py" "${attack[@]}" "${model[@]}" "${bf16[@]}" --amp bf16 \
+    --optimizers gradient --cudnn-benchmark --checkpoint "$ckpt" --out "$out/attack_bf16_cudnn.json"
 fi
 # 2. The same model and optimizers in fp32 (fewer images: about twice the model cost).
 if [[ -f $ckpt ]]; then source_args=(--checkpoint "$ckpt"); fi
