@@ -162,9 +162,8 @@ def _check_dest(dest: str, secrets: Path, storage_options: dict[str, Any] | None
 # -- one shard -----------------------------------------------------------------
 
 
-def _protect_shard(
-    records: Sequence[Record],
-    shard: int,
+def _protect_shards(
+    parts: Sequence[tuple[int, Sequence[Record], Sequence[Future[tuple[np.ndarray, list | None]]]]],
     *,
     run: OwnerSecrets,
     surrogates: Sequence[Classifier],
@@ -176,20 +175,26 @@ def _protect_shard(
     pool: ThreadPoolExecutor,
     on_batch: Callable[[int, int], None],
     summary: PackSummary,
-    loads: Sequence[Future[tuple[np.ndarray, list | None]]],
-) -> tuple[list[SampleRecord], list[ParamRecord]]:
-    """Search, render, encode and seal one shard's records, whose reads ``loads`` are under way."""
+) -> list[tuple[int, list[SampleRecord], list[ParamRecord]]]:
+    """Search, render, encode and seal the records of a few consecutive shards, whose reads are
+    under way: ``parts`` holds ``(shard, records, loads)``. The search batches cross shard
+    boundaries (up to ``config.batch_size`` images), so small shards still fill a GPU; every
+    image's result is independent of the batch it is searched in. Returns per shard
+    ``(shard, samples, params)`` in the order of ``parts``."""
     loaded: list[tuple[Record, np.ndarray, list | None]] = []
-    for rec, fut in zip(records, loads):
-        try:
-            with _timed(summary, "wait_read"):
-                image, boxes = fut.result()
-        except (BadInputError, OSError, ValueError) as e:
-            summary.rejects.append({"key": rec.key, "path": rec.path, "reason": str(e)})
-            log.warning("rejected %s: %s", rec.path, e)
-            on_batch(0, 0)
-            continue
-        loaded.append((rec, image, boxes))
+    shard_of: list[int] = []
+    for shard, records, loads in parts:
+        for rec, fut in zip(records, loads):
+            try:
+                with _timed(summary, "wait_read"):
+                    image, boxes = fut.result()
+            except (BadInputError, OSError, ValueError) as e:
+                summary.rejects.append({"key": rec.key, "path": rec.path, "reason": str(e)})
+                log.warning("rejected %s: %s", rec.path, e)
+                on_batch(0, 0)
+                continue
+            loaded.append((rec, image, boxes))
+            shard_of.append(shard)
 
     # Group by size: the search batches images of one size.
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -231,7 +236,7 @@ def _protect_shard(
                     keep.append(i)
             futs = [
                 pool.submit(
-                    _finish_sample, loaded[i][0], loaded[i][1], res, shard=shard, run=run, logo=logo,
+                    _finish_sample, loaded[i][0], loaded[i][1], res, shard=shard_of[i], run=run, logo=logo,
                     logo_sha256=logo_sha256, classes=classes, clean_correct=c == lab,
                 )
                 for i, res, c, lab in zip(chunk, results, clean, labels)
@@ -243,7 +248,11 @@ def _protect_shard(
     with _timed(summary, "wait_encode"):
         for i, fut in pending:
             samples[i], params[i] = fut.result()
-    return [s for s in samples if s is not None], [p for p in params if p is not None]
+    out = []
+    for shard, _, _ in parts:
+        mine = [i for i in range(len(loaded)) if shard_of[i] == shard and samples[i] is not None]
+        out.append((shard, [samples[i] for i in mine], [params[i] for i in mine]))
+    return out
 
 
 @contextlib.contextmanager
@@ -424,28 +433,35 @@ def pack(
             progress(len(part_of(i)), json.loads(done_file(i).read_text())["fooled"])
         else:
             todo.append(i)
-    # A pipeline: while shard i is searched, shard i+1 is read and decoded by the pool and
-    # shard i-1 is written by the writer thread; each sample is encoded and sealed in the
+    # Consecutive shards are searched together until they hold a full search batch.
+    per_group = max(1, -(-config.batch_size // config.shard_size))
+    groups = [todo[g : g + per_group] for g in range(0, len(todo), per_group)]
+
+    def submit(group: Sequence[int]) -> list:
+        return [(i, part_of(i), _submit_loads(pool, part_of(i), config.resize, masked)) for i in group]
+
+    # A pipeline: while group g is searched, group g+1 is read and decoded by the pool and
+    # group g-1 is written by the writer thread; each sample is encoded and sealed in the
     # pool as soon as its chunk's search ends. The output does not depend on the timing.
     with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool, ThreadPoolExecutor(1) as writer:
-        loads = _submit_loads(pool, part_of(todo[0]), config.resize, masked) if todo else []
-        writing: Future[None] | None = None
-        for n, i in enumerate(todo):
-            current = loads
-            if n + 1 < len(todo):
-                loads = _submit_loads(pool, part_of(todo[n + 1]), config.resize, masked)
-            samples, params = _protect_shard(
-                part_of(i), i, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
+        parts = submit(groups[0]) if groups else []
+        writing: list[Future[None]] = []
+        for g in range(len(groups)):
+            current = parts
+            if g + 1 < len(groups):
+                parts = submit(groups[g + 1])
+            done = _protect_shards(
+                current, run=run, surrogates=surrogates, logo=logo, logo_sha256=logo_sha256,
                 classes=source.classes, config=config, device=device, pool=pool,
-                on_batch=progress, summary=summary, loads=current,
+                on_batch=progress, summary=summary,
             )
-            if writing is not None:
-                with _timed(summary, "wait_write"):
-                    writing.result()  # one shard in flight at a time; errors surface here
-            writing = writer.submit(write, i, samples, params, list(summary.rejects))
-        if writing is not None:
             with _timed(summary, "wait_write"):
-                writing.result()
+                for w in writing:
+                    w.result()  # one group in flight at a time; errors surface here
+            writing = [writer.submit(write, i, samples, params, list(summary.rejects)) for i, samples, params in done]
+        with _timed(summary, "wait_write"):
+            for w in writing:
+                w.result()
 
     # Rank 0 assembles every rank's checkpoints (secrets folders need not be shared).
     states = {i: (run.progress_dir / f"shard-{i:06d}.json").read_text() for i in mine}
@@ -524,7 +540,7 @@ def _summarise(summary: PackSummary, params: list[dict], rejects: list[dict]) ->
 def _learn(source: Source, logo, surrogates, config: PackConfig, run: OwnerSecrets, device) -> np.ndarray:
     """Learn the logo's colours once on the first images of the source."""
     picks = []
-    for rec in source.records[: max(8, config.batch_size)]:
+    for rec in source.records[: max(8, min(config.batch_size, 512))]:
         try:
             picks.append((rec, *_load(rec, config.resize, source.masks is not None)))
         except BadInputError:

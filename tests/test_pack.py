@@ -197,3 +197,12 @@ def test_torchrun_two_ranks_writes_the_same_dataset(world, reference):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert _files(multi) == _files(reference)
+
+
+def test_search_batches_across_shards_write_the_same_dataset(world, reference):
+    # Shards of 3 searched in batches of 7: each batch spans shards (groups of 3 shards), and
+    # every image's search is independent of its batch, so the bytes are those of batch 3.
+    t = world["tmp"]
+    wide = t / "wide"
+    _cli(*_pack_args(world, wide, t / "wide-secrets", "--batch-size", "7"), env=REPRO_ENV)
+    assert _files(wide) == _files(reference)

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--eot", default="", metavar="VIEWS",
                    help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
     s.add_argument("--batch-size", type=int, default=0, metavar="B",
-                   help="images searched together (default 0 = 512 on a GPU, where big batches keep it busy "
-                        "while the last hard images finish; 32 on CPU)")
+                   help="images searched together, across shard boundaries (default 0 = 2048 on a GPU, "
+                        "where big batches keep it busy while the last hard images finish; 32 on CPU); "
+                        "lower it if a GPU runs out of memory on large images")
     s.add_argument("--device", default="auto", help="auto (CUDA if present), cuda, cpu")
     s.add_argument("--workers", type=int, default=0, metavar="N",
                    help="threads that decode, render, encode and seal beside the search "
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 logo_mode=args.logo_mode,
             ),
             shard_size=args.shard_size,
-            batch_size=args.batch_size or (512 if device.type == "cuda" else 32),
+            batch_size=args.batch_size or (2048 if device.type == "cuda" else 32),
             resize=args.resize,
             workers=args.workers or min(8, os.cpu_count() or 1),
         )

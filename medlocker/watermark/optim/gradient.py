@@ -112,7 +112,7 @@ class LinearisedPlacementSearch(Optimizer):
 
     name = "gradient"
 
-    def __init__(self, objective, *, k: int = 8, nms: float = 0.25, tabu: int = 1, local: int = 4,
+    def __init__(self, objective, *, k: int = 16, nms: float = 0.25, tabu: int = 1, local: int = 8,
                  round_size: int = 4, patience: int | None = 120) -> None:
         super().__init__(objective, round_size=min(k, round_size))
         if k < 1 or nms < 0 or tabu < 0 or not 0 <= local < k or (patience is not None and patience < 1):
