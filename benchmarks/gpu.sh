@@ -57,15 +57,15 @@ attack=(benchmarks/attack.py)
 if [[ $mode == gpu ]]; then
   # ResNet-50 @ 224, the model of the throughput target. One surrogate is trained once
   # (synthetic fundus grades) and reused, so bf16, fp32 and the packing run attack the same model.
-  # 512 images per protect() call, as the packer batches them on a GPU; gradient@2048 is the
-  # same search over 2,048 images in one call (its fixed costs and tail shared by more images).
+  # 512 images per protect() call, and gradient@2048: the same search over 2,048 images in one
+  # call, as the packer batches them on a GPU (fixed costs and the tail shared by more images).
   model=(--arch resnet50 --size 224 --batch-size 256)
   train=(--train-seconds 60 --train-images 3000 --pool-factor 3)
   bf16=(--n 512 --large-n 2048 --budget 1000)
   fp32=(--n 128 --budget 1000)
   prof=(--n 32 --budget 200 --profile-n 16 --rate-seconds 0.5)
-  pack=(--n 1024 --batch-size 512)
-  limits=(20 240 80 45 70 0 150)
+  pack=(--n 2048 --shard-size 256 --batch-size 2048)
+  limits=(20 240 80 45 90 0 150)
 else
   model=(--arch smallcnn --size 64 --batch-size 64 --threads 1)
   train=(--train-seconds 20 --train-images 300 --pool-factor 3 --lr 4e-3)
