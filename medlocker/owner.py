@@ -87,13 +87,30 @@ class ParamRecord:
     margin: float
     status: str
     clean_correct: bool
+    logo_png: str | None = None  # base64 PNG of this sample's own logo (per-image colours); None: the run's logo
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        if d["logo_png"] is None:  # runs without per-image colours keep the original record layout
+            del d["logo_png"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParamRecord":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k != "logo_png"})
+
+    def logo(self) -> np.ndarray | None:
+        """This sample's own RGBA logo, or None when it carries the run's logo."""
+        if self.logo_png is None:
+            return None
+        with Image.open(io.BytesIO(base64.b64decode(self.logo_png))) as im:
+            return np.asarray(im.convert("RGBA"))
+
+    def logo_sha256(self, run_logo_sha256: str) -> str:
+        """The logo digest this sample's commitment binds: its own logo's PNG, else the run's."""
+        if self.logo_png is None:
+            return run_logo_sha256
+        return "sha256:" + hashlib.sha256(base64.b64decode(self.logo_png)).hexdigest()
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:

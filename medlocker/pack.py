@@ -16,6 +16,7 @@ uninterrupted one.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -284,6 +285,10 @@ def _finish_sample(
 ) -> tuple[SampleRecord, ParamRecord]:
     """Render, encode, seal and commit one sample (runs in a worker thread)."""
     p: Placement = result.placement
+    own = getattr(result, "logo", None)  # per-image colours: this sample's own logo, committed below
+    own_png = png_bytes(own) if own is not None else None
+    if own_png is not None:
+        logo, logo_sha256 = own, "sha256:" + hashlib.sha256(own_png).hexdigest()
     protected = render_exact(image, logo, p)
     png = png_bytes(protected)
     wm_digest = "sha256:" + hashlib.sha256(png).hexdigest()
@@ -324,6 +329,7 @@ def _finish_sample(
         margin=float(result.margin),
         status=result.status,
         clean_correct=bool(clean_correct),
+        logo_png=base64.b64encode(own_png).decode() if own_png is not None else None,
     )
     return sample, param
 

@@ -43,7 +43,7 @@ from .shards import layout, read_manifest
 from .shards.index import parse_index
 from .shards.manifest import Manifest
 from .shards.reader import iter_samples
-from .shards.payload import apply_restoration, sha256_digest
+from .shards.payload import apply_restoration, is_sha256_digest, sha256_digest
 from .watermark import Placement
 
 __all__ = ["Proof", "ProofCheck", "prove", "check_proof", "PROOF_FORMAT"]
@@ -231,7 +231,7 @@ def prove(
         "key": key,
         "placement": rec.placement,
         "salt": rec.salt,
-        "logo_sha256": manifest.logo_sha256,
+        "logo_sha256": rec.logo_sha256(manifest.logo_sha256),  # the sample's own logo with per-image colours
         "commitment": rec.commitment,
         "score_milli": int(round(score * 1000)),
         "image_similarity_milli": int(round(image_sim * 1000)),
@@ -260,17 +260,19 @@ def check_proof(
     try:
         key, shard_name, salt = doc["key"], doc["shard"], bytes.fromhex(doc["salt"])
         placement = Placement.from_dict(doc["placement"])
+        logo_sha256 = doc["logo_sha256"]
     except (KeyError, TypeError, ValueError) as e:
         raise FormatError(f"malformed proof: {e}") from None
+    if not is_sha256_digest(logo_sha256):
+        raise FormatError("malformed proof: logo_sha256 is not a 'sha256:<hex>' digest")
     manifest = read_manifest(dest, owner, storage_options=storage_options)
     if doc.get("dataset_id") != manifest.dataset_id or doc.get("manifest_digest") != manifest.digest:
         raise IntegrityError(f"the proof is for dataset {doc.get('dataset_id')}, not for {dest}")
     entry = _index(manifest, dest, shard_name, storage_options).entries.get(key)
     if entry is None:
         raise IntegrityError(f"sample {key!r} is not in shard {shard_name}")
-    data = param_bytes(
-        dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=manifest.logo_sha256
-    )
+    # The revealed logo digest: the dataset's logo, or the sample's own (per-image colours).
+    data = param_bytes(dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=logo_sha256)
     opens = entry.commitment == doc.get("commitment") and check_commitment(entry.commitment, data, salt)
     similarity = image_similarity = None
     if suspect is not None:

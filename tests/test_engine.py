@@ -174,3 +174,37 @@ def test_refined_colours_keep_shape_and_placement_and_lower_the_margin() -> None
         assert not changed[:y0].any() and not changed[y1:].any() and not changed[:, :x0].any() and not changed[:, x1:].any()
         better += recheck(models, out, y) <= recheck(models, render_exact(img, logo, p), y) + 1e-6
     assert better >= 4
+
+
+def test_colour_steps_give_each_image_its_own_logo_and_the_flags_hold_on_the_stored_bytes() -> None:
+    models = [toy_model(0), toy_model(1)]
+    images, labels = toy_images(8, seed=31)
+    logo = toy_logo()
+    boxes = [[(20, 20, 28, 28)], [], [(0, 0, 48, 10)], [], [], [], [], []]
+    plain_cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, opacity=(64, 200), lesion_margin=2)
+    cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, opacity=(64, 200), lesion_margin=2,
+                       colour_steps=10)
+    plain = protect(images, labels, boxes, models, logo=logo, config=plain_cfg, device="cpu")
+    res = protect(images, labels, boxes, models, logo=logo, config=cfg, device="cpu")
+    # queries: search budget shrinks by the colour steps (2 models x 10) and one more check
+    assert all(r.queries <= 60 for r in res)
+    assert sum(r.success for r in res) >= sum(r.success for r in plain)  # never loses a success
+    own = 0
+    for img, y, r, bx in zip(images, labels, res, boxes):
+        p = r.placement
+        sized = resize_logo(logo, p.w, p.h)
+        lg = sized if r.logo is None else r.logo
+        own += r.logo is not None
+        assert lg.shape == sized.shape and np.array_equal(lg[..., 3], sized[..., 3])  # shape kept
+        stored = render_exact(img, lg, p)
+        m = recheck(models, stored, y)
+        assert r.success == (m < 0) and abs(m - r.margin) < 1e-4  # the flag is about these bytes
+        changed = (stored != img).any(2)
+        x0, y0, x1, y1 = p.box
+        assert not changed[:y0].any() and not changed[y1:].any() and not changed[:, :x0].any() and not changed[:, x1:].any()
+        for bx0, by0, bx1, by1 in bx:
+            assert not changed[by0:by1, bx0:bx1].any()
+    assert own >= 6
+    with pytest.raises(ValueError, match="colour steps"):
+        protect(images, labels, boxes, models, logo=logo, device="cpu",
+                config=SearchConfig(budget=20, logo_scale=0.0625, colour_steps=10))

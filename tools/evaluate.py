@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"highest opacity the search may use, 1..255 (default {FULL.opacity[1]}: solid logo pixels)")
     p.add_argument("--learn-steps", type=int,
                    help=f"logo-learning steps of the *_learned configurations (default {FULL.learn_steps})")
+    p.add_argument("--colour-steps", type=int,
+                   help=f"per-image colour steps of the *_colours configurations (default {FULL.colour_steps})")
     p.add_argument("--transfer-sources", type=_names,
                    help="architectures to protect with alone, for a full transfer heat map")
     p.add_argument("--seed", type=int, help="data, training and search seed (default 0)")
@@ -97,7 +99,7 @@ def config_from_args(args: argparse.Namespace):
         epochs=args.epochs, configs=args.configs, optimizer=args.optimizer, budget=args.budget,
         transfer_sources=args.transfer_sources, seed=args.seed, device=args.device, logo_scale=args.logo_scale,
         opacity=None if args.max_opacity is None else (min(base.opacity[0], args.max_opacity), args.max_opacity),
-        learn_steps=args.learn_steps,
+        learn_steps=args.learn_steps, colour_steps=args.colour_steps,
     )
 
 

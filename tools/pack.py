@@ -53,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--optimizer", choices=("gradient", "blackbox", "bhe"), default="gradient",
                    help="gradient (white-box, fewest queries), blackbox (scores only), bhe (the Adv-watermark baseline)")
     s.add_argument("--budget", type=int, default=1000, metavar="Q", help="max model queries per image (default %(default)s)")
+    s.add_argument("--colour-steps", type=int, default=0, metavar="N",
+                   help="then optimise each image's logo colours at its placement for N steps (an adversarial "
+                        "texture inside the logo's shape; stronger protection and transfer, N forward+backward "
+                        "queries per image and surrogate from --budget; each sample commits to its own logo). "
+                        "0 = off (default); 100 is a good start")
     s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
     s.add_argument("--min-logo-scale", type=float, default=0.01, metavar="F",
                    help="where the logo does not fit off the lesions, halve its area down to F "
@@ -114,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 min_logo_scale=min(args.min_logo_scale, args.logo_scale) or None,
                 eot=tuple(v for v in args.eot.split(",") if v),
                 logo_mode=args.logo_mode,
+                colour_steps=args.colour_steps,
             ),
             shard_size=args.shard_size,
             batch_size=args.batch_size or (2048 if device.type == "cuda" else 32),

@@ -16,7 +16,12 @@ Search configurations (``RunConfig.configs``):
 * ``*_learned`` (``single_learned``, ``ensemble_learned``, ``ensemble_eot_learned``):
   the same with the "learned" logo mode: the logo's colours are first learned
   against the configuration's surrogates (:func:`medlocker.watermark.learn_logo`)
-  on ``learn_images`` *training* images, never on the evaluated ones.
+  on ``learn_images`` *training* images, never on the evaluated ones;
+* ``*_colours`` (``ensemble_colours``, ``ensemble_learned_colours``, ...): after the
+  placement search, each image's logo colours are optimised at its placement for
+  ``colour_steps`` steps (``SearchConfig.colour_steps``, what ``tools/pack.py
+  --colour-steps`` does): the placement search keeps ``budget`` queries and the
+  colour steps come on top.
 
 The models not named in a configuration's surrogates are its black-box
 (held-out) models. The packed-dataset path (protected shards + owner secrets)
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 EOT_VIEWS = ("jpeg75", "resize0.5", "median3")
 CONFIG_NAMES = (
     "single", "single_eot", "ensemble", "ensemble_eot", "single_learned", "ensemble_learned", "ensemble_eot_learned",
+    "single_colours", "ensemble_colours", "ensemble_learned_colours", "ensemble_eot_learned_colours",
 )
 
 
@@ -79,6 +85,8 @@ class RunConfig:
         min_logo_scale: the logo may shrink down to this area where no position
             avoids the lesions at full size (``SearchConfig.min_logo_scale``).
         learn_steps, learn_images: the ``*_learned`` configurations' logo learning.
+        colour_steps, colour_margin: the ``*_colours`` configurations' per-image colour
+            optimisation (``SearchConfig.colour_steps`` / ``colour_margin``).
         transfer_sources: architectures each protected as a lone surrogate, for
             a full source x target transfer heat map (costs one search each).
         transforms, attacks: what the report measures.
@@ -108,6 +116,8 @@ class RunConfig:
     min_logo_scale: float | None = 0.01
     learn_steps: int = 100
     learn_images: int = 128
+    colour_steps: int = 100
+    colour_margin: float = 4.0
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
@@ -142,7 +152,8 @@ QUICK = RunConfig(
 CPU = RunConfig(
     n_images=500, n_train=600, size=224, model_size=64,
     archs=("smallcnn", "resnet18", "mobilenet_v3_large", "densenet121", "resnet50"),
-    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("ensemble", "ensemble_learned"), budget=40,
+    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("ensemble", "ensemble_learned", "ensemble_learned_colours"),
+    budget=40,
     device="cpu", transforms=HEADLINE_TRANSFORMS,
     attacks=("inpaint_telea", "inverse_blend", "inverse_blend_oracle"),
     secondary_transforms=HEADLINE_TRANSFORMS, secondary_attacks=(),
@@ -152,8 +163,9 @@ images at 224 px against five architectures (three held out). The images, the wa
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
 (``model_size``), which is what makes training five of them affordable. The search budget
 (40 queries) allows two gradient rounds (gradient + 8 candidates, per surrogate) for the
-ensemble. The primary configuration is ``ensemble_learned``; ``ensemble`` (the fixed
-logo) is the comparison. The EOT configurations (4 views: 4x the queries per candidate)
+ensemble. The primary configuration is ``ensemble_learned_colours`` (learned logo, then
+100 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
+``ensemble_learned`` are the comparison. The EOT configurations (4 views: 4x the queries per candidate)
 and the larger budget do not fit this CPU's hour -- add ``--configs
 single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
 ``FULL`` on a GPU."""
@@ -203,15 +215,19 @@ def run_from_sources(
 
     runs: dict[str, dict[str, Any]] = {}
     predictions: dict[tuple[str, str], np.ndarray] = {}  # clean passes are shared by the configurations
+    learned: dict[str, np.ndarray] = {}  # learned logos by configuration (without "_colours")
     # The primary (last) configuration runs first: its report is on disk even if a long run is cut short.
     for name in (config.configs[-1], *config.configs[:-1]):
         surrogates = _surrogates_for(name, config)
         logo = base_logo
-        if name.endswith("_learned"):
+        if _learned(name) and name.removesuffix("_colours") in learned:  # the same surrogates and views: reuse
+            logo = learned[name.removesuffix("_colours")]
+        elif _learned(name):
             stage(f"learning the logo's colours for {name} on {config.learn_images} training images "
                   f"({config.learn_steps} steps)")
             t = time.perf_counter()
             logo = _learned_logo(config, name, [models[s] for s in surrogates], base_logo, device)
+            learned[name.removesuffix("_colours")] = logo
             timings[f"learn_logo_{name}"] = time.perf_counter() - t
         stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
         t = time.perf_counter()
@@ -232,7 +248,8 @@ def run_from_sources(
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
                              "eot": list(EOT_VIEWS) if "_eot" in name else [],
-                             "logo_mode": "learned" if name.endswith("_learned") else "fixed",
+                             "logo_mode": "learned" if _learned(name) else "fixed",
+                             "colour_steps": _search_config(config, name).colour_steps,
                              "logo_scale": config.logo_scale, "opacity": list(config.opacity),
                              "min_logo_scale": config.min_logo_scale}},
         )
@@ -420,19 +437,29 @@ def _protect(
     results = protect(originals, labels.tolist(), lesion_boxes, [models[s] for s in surrogates], logo=logo,
                       config=search, device=device, seeds=list(range(config.n_train, config.n_train + len(labels))))
     placements = [r.placement for r in results]
-    protected = np.stack([
-        render_exact(img, logo, p) if p is not None else img.copy() for img, p in zip(originals, placements)
+    protected = np.stack([  # each image with its own logo where the search gave it one (colour steps)
+        render_exact(img, logo if r.logo is None else r.logo, r.placement) if r.placement is not None else img.copy()
+        for img, r in zip(originals, results)
     ])
     return protected, placements, [int(r.queries) for r in results]
+
+
+def _learned(name: str) -> bool:
+    return "_learned" in name
 
 
 def _search_config(config: RunConfig, name: str):
     from medlocker.watermark import SearchConfig
 
+    eot = EOT_VIEWS if "_eot" in name else ()
+    steps = config.colour_steps if name.endswith("_colours") else 0
+    n_surrogates = len(_surrogates_for(name, config))
+    # The colour steps (and the check of the plain logo they add) come on top of the placement search's budget.
+    extra = (steps * (1 + len(eot)) + 1) * n_surrogates if steps else 0
     return SearchConfig(
-        optimizer=config.optimizer, budget=config.budget, seed=config.seed, eot=EOT_VIEWS if "_eot" in name else (),
+        optimizer=config.optimizer, budget=config.budget + extra, seed=config.seed, eot=eot,
         logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
-        logo_mode="learned" if name.endswith("_learned") else "fixed",
+        logo_mode="learned" if _learned(name) else "fixed", colour_steps=steps, colour_margin=config.colour_margin,
     )
 
 
@@ -448,7 +475,8 @@ def _learned_logo(
     boxes = [[tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)] for s in samples]
     generator = torch.Generator().manual_seed(config.seed)
     return learn_logo(images, [s.label for s in samples], boxes, surrogates, logo=logo,
-                      config=_search_config(config, name), steps=config.learn_steps, generator=generator,
+                      config=_search_config(config, name.removesuffix("_colours")), steps=config.learn_steps,
+                      generator=generator,
                       device=device)
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -71,6 +71,13 @@ class SearchConfig:
         min_logo_scale: when set, an image with no room for the logo at
             ``logo_scale`` (a lesion-dense fundus) retries with the logo area halved,
             down to this fraction, instead of getting no watermark. Off by default.
+        colour_steps: when > 0, each image's logo colours are then optimised at its
+            placement for this many Adam steps (:func:`refine_colors`: an adversarial
+            texture inside the logo's shape; alpha and opacity kept). Each step costs one
+            forward+backward query per surrogate and view, taken from ``budget``. The
+            per-image logo becomes part of the watermark parameters (``Result.logo``;
+            the packer commits to it per sample). Off (0) by default.
+        colour_margin: how far below zero the colour steps push each surrogate's margin.
     """
 
     optimizer: str = "gradient"
@@ -85,6 +92,8 @@ class SearchConfig:
     amp: bool = True
     batch_size: int = 256
     min_logo_scale: float | None = None
+    colour_steps: int = 0
+    colour_margin: float = 4.0
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -106,6 +115,8 @@ class SearchConfig:
             raise ValueError("batch_size must be >= 1")
         if self.min_logo_scale is not None and not 0.0 < self.min_logo_scale <= self.logo_scale:
             raise ValueError(f"min_logo_scale must be in (0, logo_scale], got {self.min_logo_scale}")
+        if self.colour_steps < 0 or self.colour_margin < 0:
+            raise ValueError("colour_steps and colour_margin must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -118,6 +129,9 @@ class Result:
         queries: model queries spent on this image, final check included.
         margin: max over surrogates of ``true logit - best other`` on the stored bytes.
         status: ``"fooled"`` | ``"not_fooled"`` | ``"no_feasible_position"``.
+        logo: with ``SearchConfig.colour_steps``, this image's own ``uint8`` RGBA logo at
+            the placement's size (render it with :func:`render_exact`); None: the logo
+            passed to :func:`protect`.
     """
 
     placement: Placement | None
@@ -125,6 +139,7 @@ class Result:
     queries: int
     margin: float
     status: str
+    logo: np.ndarray | None = None
 
 
 def image_generator(seed: int, image_seed: int | str) -> torch.Generator:
@@ -235,8 +250,13 @@ def protect(
     if len(labels) != B or len(lesion_boxes) != B:
         raise ValueError(f"got {B} images, {len(labels)} labels and {len(lesion_boxes)} lesion box lists")
     _check_models(surrogates, labels)
-    if config.budget < len(surrogates):
-        raise ValueError(f"budget {config.budget} cannot pay for the final check ({len(surrogates)} queries)")
+    n_views = 1 + sum(v != "identity" for v in config.eot)
+    checks = 2 if config.colour_steps else 1  # with colours: the plain logo is checked too
+    reserved = checks * len(surrogates) + config.colour_steps * len(surrogates) * n_views
+    if config.budget < reserved:
+        raise ValueError(f"budget {config.budget} cannot pay for the final check"
+                         + (f" and {config.colour_steps} colour steps" if config.colour_steps else "")
+                         + f" ({reserved} queries)")
     if B == 0:
         return []
     dev = _default_device(device)
@@ -267,7 +287,7 @@ def protect(
                 problem = SearchProblem(
                     images=x[sel.to(dev)], labels=lab[sel.to(dev)], feasible=feasible[has.to(dev)],
                     logo=logo_tensor(small, dev), generators=[gens[i] for i in sel.tolist()],
-                    budget=config.budget - objective.check_cost, opacity=tuple(config.opacity))
+                    budget=config.budget - reserved, opacity=tuple(config.opacity))
                 out = make_optimizer(config.optimizer, objective).run(problem)
                 queries[sel] = out.queries.cpu()
                 for i, (px, py), op in zip(sel.tolist(), out.xy.cpu().tolist(), out.opacity.cpu().tolist()):
@@ -278,31 +298,93 @@ def protect(
         # The stored pixels, rendered on the device: the quantized render is bit-identical to
         # render_exact, which the packer encodes (tests/test_render.py), and PNG is lossless
         # (tests/test_engine.py re-checks every success flag on PNG-decoded render_exact bytes).
-        final = x
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, p in enumerate(placements):
-            if p is not None:
-                groups.setdefault((p.w, p.h), []).append(i)
-        for (w, h), members in groups.items():
-            ps = [placements[i] for i in members]
-            index = torch.tensor(members, device=dev)
-            xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
-            op = torch.tensor([p.opacity for p in ps], dtype=torch.long, device=dev)
-            final = final.index_copy(0, index, render_candidates(x, logo_tensor(sized[(w, h)], dev), index, xy, op,
-                                                                 quantize=True))
-        del x
+        final = _render_placements(x, placements, sized, None, dev)
         worst = objective.check(final, lab).cpu()
+        own: list[np.ndarray | None] = [None] * B
+        if config.colour_steps:
+            own = _refine(x, lab, placements, sized, objective, config, dev)
+            queries += config.colour_steps * objective.cost
+            textured = _render_placements(x, placements, sized, own, dev)
+            worst_t = objective.check(textured, lab).cpu()
+            queries += objective.check_cost
+            # Keep the per-image colours unless they lose a success the plain logo had.
+            for i in range(B):
+                if own[i] is not None and worst[i] < -config.margin <= worst_t[i]:
+                    own[i] = None
+                elif own[i] is not None:
+                    worst[i] = worst_t[i]
+        del x
     queries += objective.check_cost
     results = []
     for i in range(B):
         m = float(worst[i])
         ok = m < -config.margin
         status = "no_feasible_position" if placements[i] is None else ("fooled" if ok else "not_fooled")
-        results.append(Result(placements[i], bool(ok), int(queries[i]), m, status))
+        results.append(Result(placements[i], bool(ok), int(queries[i]), m, status, own[i]))
     n_ok = sum(r.success for r in results)
     log.info("protect: %d/%d images fooled (%s), median %d queries", n_ok, B, config.optimizer,
              int(np.median([r.queries for r in results])))
     return results
+
+
+def _render_placements(x: torch.Tensor, placements: Sequence[Placement | None], sized: dict[tuple[int, int], np.ndarray],
+                       own: Sequence[np.ndarray | None] | None, dev: torch.device) -> torch.Tensor:
+    """Quantized renders of every image with its placement (and its own logo where ``own`` has one)."""
+    final = x
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(placements):
+        if p is not None:
+            groups.setdefault((p.w, p.h), []).append(i)
+    for (w, h), members in groups.items():
+        ps = [placements[i] for i in members]
+        index = torch.tensor(members, device=dev)
+        xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
+        op = torch.tensor([p.opacity for p in ps], dtype=torch.long, device=dev)
+        if own is None:
+            lg = logo_tensor(sized[(w, h)], dev)
+        else:
+            lg = torch.stack([logo_tensor(sized[(w, h)] if own[i] is None else own[i], dev) for i in members])
+        final = final.index_copy(0, index, render_candidates(x, lg, index, xy, op, quantize=True))
+    return final
+
+
+def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placement | None],
+            sized: dict[tuple[int, int], np.ndarray], search: Objective, config: SearchConfig,
+            dev: torch.device, lr: float = 0.15) -> list[np.ndarray | None]:
+    """Per-image logo RGB at fixed placements (see :func:`refine_colors`); ``x`` float on ``dev``."""
+    objective = Objective(search.surrogates, config.eot, margin=max(config.margin, config.colour_margin),
+                          amp=search.amp, batch_size=search.batch_size)
+    out: list[np.ndarray | None] = [None] * len(placements)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, p in enumerate(placements):
+        if p is not None:
+            groups.setdefault((p.w, p.h), []).append(i)
+    for (w, h), members in groups.items():
+        small = sized[(w, h)]
+        base = logo_tensor(small, dev)
+        for s in range(0, len(members), config.batch_size):
+            part = members[s:s + config.batch_size]
+            ps = [placements[i] for i in part]
+            index = torch.tensor(part, device=dev)
+            xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
+            op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
+            theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(len(part), -1, -1, -1).clone()
+            alpha = base[3:].expand(len(part), -1, -1, -1)
+            with torch.enable_grad():
+                theta.requires_grad_(True)
+                opt = torch.optim.Adam([theta], lr=lr)
+                for _ in range(config.colour_steps):
+                    rgba = torch.cat([torch.sigmoid(theta), alpha], dim=1)
+                    loss = objective.loss(render_candidates(x, rgba, index, xy, op), labels[index]).loss
+                    opt.zero_grad(set_to_none=True)
+                    loss.sum().backward()
+                    opt.step()
+            rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            for j, i in enumerate(part):
+                lg = small.copy()
+                lg[..., :3] = rgb[j].transpose(1, 2, 0)
+                out[i] = lg
+    return out
 
 
 def learn_logo(
@@ -407,8 +489,7 @@ def refine_colors(
     surrogates' margin loss (each surrogate pushed down to ``-target_margin``, under
     the configured EOT views) at the image's placement; the logo's alpha (its shape)
     and the placement's opacity stay as they are, so only pixels the logo already
-    covers change. Not yet a packing option: per-image colours would have to join the
-    committed watermark parameters (see ``benchmarks/texture_probe.py`` for what they buy).
+    covers change. :func:`protect` does this itself with ``SearchConfig.colour_steps``.
 
     Args:
         images, labels, surrogates, config: as for :func:`protect`.
@@ -428,37 +509,12 @@ def refine_colors(
     if steps < 0 or target_margin < 0:
         raise ValueError("steps and target_margin must be >= 0")
     dev = _default_device(device)
-    out: list[np.ndarray | None] = [None] * len(batch)
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, p in enumerate(placements):
-        if p is not None:
-            groups.setdefault((p.w, p.h), []).append(i)
-    with frozen(surrogates, dev):
-        objective = Objective(surrogates, config.eot, margin=max(config.margin, target_margin),
-                              amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
-        for (w, h), members in groups.items():
-            small = resize_logo(logo, w, h) if logo.shape[:2] != (h, w) else logo
-            base = logo_tensor(small, dev)
-            for s in range(0, len(members), config.batch_size):
-                part = members[s:s + config.batch_size]
-                ps = [placements[i] for i in part]
-                x = torch.from_numpy(batch[part]).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
-                y = torch.tensor([int(labels[i]) for i in part], device=dev)
-                index = torch.arange(len(part), device=dev)
-                xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
-                op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
-                theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(len(part), -1, -1, -1).clone().requires_grad_(True)
-                opt = torch.optim.Adam([theta], lr=lr)
-                alpha = base[3:].expand(len(part), -1, -1, -1)
-                for _ in range(steps):
-                    rgba = torch.cat([torch.sigmoid(theta), alpha], dim=1)
-                    loss = objective.loss(render_candidates(x, rgba, index, xy, op), y).loss
-                    opt.zero_grad(set_to_none=True)
-                    loss.sum().backward()
-                    opt.step()
-                rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8)
-                for j, i in enumerate(part):
-                    lg = small.copy()
-                    lg[..., :3] = rgb[j].permute(1, 2, 0).cpu().numpy()
-                    out[i] = lg
-    return out
+    cfg = replace(config, colour_steps=int(steps), colour_margin=float(target_margin))
+    sized = {(p.w, p.h): (logo if logo.shape[:2] == (p.h, p.w) else resize_logo(logo, p.w, p.h))
+             for p in placements if p is not None}
+    with frozen(surrogates, dev), torch.no_grad():
+        x = torch.from_numpy(batch).to(dev).permute(0, 3, 1, 2).float().div_(255.0)
+        y = torch.tensor([int(l) for l in labels], dtype=torch.long, device=dev)
+        objective = Objective(surrogates, config.eot, margin=config.margin, amp=config.amp and dev.type == "cuda",
+                              batch_size=config.batch_size)
+        return _refine(x, y, placements, sized, objective, cfg, dev, lr=lr)
