@@ -32,7 +32,7 @@ import torch
 from medlocker.crypto import Identity
 from medlocker.data import open_source, write_synthetic_dataset
 from medlocker.models import load_checkpoint
-from medlocker.pack import PackConfig, pack
+from medlocker.pack import PackConfig, default_read_processes, pack
 from medlocker.watermark import SearchConfig, default_logo
 
 log = logging.getLogger("bench.pack")
@@ -50,6 +50,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--optimizer", default="gradient", help="gradient | blackbox | bhe")
     p.add_argument("--shard-size", type=int, default=512, help="samples per shard")
     p.add_argument("--workers", type=int, default=0, help="pack worker threads (0: min(8, CPU cores))")
+    p.add_argument("--read-processes", type=int, default=-1,
+                   help="reader processes (-1: as tools/pack.py: CPU cores - 1, up to 16, on a GPU; 0 on CPU)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     p.add_argument("--out", default=None, help="JSON results file")
@@ -84,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(secrets, ignore_errors=True)
         config = PackConfig(
             search=SearchConfig(optimizer=args.optimizer, budget=args.budget, min_logo_scale=0.01),
-            shard_size=args.shard_size, batch_size=args.batch_size, workers=workers)
+            shard_size=args.shard_size, batch_size=args.batch_size, workers=workers,
+            read_processes=default_read_processes(dev) if args.read_processes < 0 else args.read_processes)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         t = time.perf_counter()

@@ -21,10 +21,11 @@ import contextlib
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,6 +71,23 @@ class PackConfig:
     resize: int | None = None
     prefix: str = "shard"
     workers: int = 2
+    read_processes: int = 0
+    """Decode source images and label mask components in this many worker processes
+    (0: in the ``workers`` threads). Reading is Python and numpy work that holds the
+    interpreter lock much of the time, so threads barely run it in parallel; on a GPU,
+    where the search is fast, processes keep up with it."""
+
+
+def default_read_processes(device: str | torch.device) -> int:
+    """Reader processes for ``PackConfig.read_processes`` by default: on a GPU one per CPU core
+    but one (at most 16), since reading would otherwise hold the search back; on CPU none."""
+    if torch.device(device).type != "cuda":
+        return 0
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return min(16, max(1, cores - 1))
 
 
 @dataclass
@@ -266,7 +284,7 @@ def _timed(summary: PackSummary, key: str) -> Iterator[None]:
 
 
 def _submit_loads(
-    pool: ThreadPoolExecutor, records: Sequence[Record], resize: int | None, masked: bool
+    pool: Executor, records: Sequence[Record], resize: int | None, masked: bool
 ) -> list[Future[tuple[np.ndarray, list | None]]]:
     return [pool.submit(_load, r, resize, masked) for r in records]
 
@@ -444,12 +462,19 @@ def pack(
     groups = [todo[g : g + per_group] for g in range(0, len(todo), per_group)]
 
     def submit(group: Sequence[int]) -> list:
-        return [(i, part_of(i), _submit_loads(pool, part_of(i), config.resize, masked)) for i in group]
+        return [(i, part_of(i), _submit_loads(readers, part_of(i), config.resize, masked)) for i in group]
 
     # A pipeline: while group g is searched, group g+1 is read and decoded by the pool and
     # group g-1 is written by the writer thread; each sample is encoded and sealed in the
     # pool as soon as its chunk's search ends. The output does not depend on the timing.
-    with ThreadPoolExecutor(max_workers=max(1, config.workers)) as pool, ThreadPoolExecutor(1) as writer:
+    with contextlib.ExitStack() as stack:
+        pool = stack.enter_context(ThreadPoolExecutor(max_workers=max(1, config.workers)))
+        writer = stack.enter_context(ThreadPoolExecutor(1))
+        readers: Executor = pool
+        if config.read_processes > 0 and todo:
+            # forkserver: a clean process to fork readers from (this one may hold CUDA and threads).
+            readers = stack.enter_context(ProcessPoolExecutor(
+                config.read_processes, mp_context=multiprocessing.get_context("forkserver")))
         parts = submit(groups[0]) if groups else []
         writing: list[Future[None]] = []
         for g in range(len(groups)):

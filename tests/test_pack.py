@@ -173,7 +173,9 @@ def test_rejects_are_listed_and_fail_the_run_unless_allowed(world, tmp_path):
     args = ["--input", str(src), "--owner", str(t / "owner.key"), "--model", str(t / "model.pt"),
             "--optimizer", "blackbox", "--budget", "8", "--logo-scale", "0.02", "--lesion-margin", "1",
             "--device", "cpu"]
-    proc = _cli(*args, "--out", str(tmp_path / "a"), "--secrets", str(tmp_path / "sa"), check=False)
+    # read in processes: a bad file's error crosses the process boundary and is listed like any other
+    proc = _cli(*args, "--out", str(tmp_path / "a"), "--secrets", str(tmp_path / "sa"), "--read-processes", "2",
+                check=False)
     assert proc.returncode == 1, proc.stderr
     assert "corrupt.png" in proc.stdout and "notes.png" in proc.stdout
     rejects = [json.loads(l) for l in (tmp_path / "sa" / "rejects.jsonl").read_text().splitlines()]
@@ -206,3 +208,10 @@ def test_search_batches_across_shards_write_the_same_dataset(world, reference):
     wide = t / "wide"
     _cli(*_pack_args(world, wide, t / "wide-secrets", "--batch-size", "7"), env=REPRO_ENV)
     assert _files(wide) == _files(reference)
+
+
+def test_reader_processes_write_the_same_dataset(world, reference):
+    t = world["tmp"]
+    procs = t / "procs"
+    _cli(*_pack_args(world, procs, t / "procs-secrets", "--read-processes", "2"), env=REPRO_ENV)
+    assert _files(procs) == _files(reference)

@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=0, metavar="N",
                    help="threads that decode, render, encode and seal beside the search "
                         "(default 0 = min(8, CPU cores))")
+    s.add_argument("--read-processes", type=int, default=-1, metavar="N",
+                   help="processes that decode the source images and masks (-1 = auto: one per CPU core but one, "
+                        "up to 16, on a GPU, where reading would otherwise hold the search back; 0 on CPU: "
+                        "the worker threads read)")
     s.add_argument("--insecure-test-seed", type=int, metavar="N",
                    help="INSECURE: derive dataset id and keys from N (reproducibility tests only)")
     return p
@@ -99,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     from medlocker.data import open_source
     from medlocker.distributed import from_environment
     from medlocker.models import load_checkpoint
-    from medlocker.pack import PackConfig, pack
+    from medlocker.pack import PackConfig, default_read_processes, pack
     from medlocker.watermark import SearchConfig, default_logo, load_logo
 
     comm = from_environment(args.device)
@@ -125,6 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size or (2048 if device.type == "cuda" else 32),
             resize=args.resize,
             workers=args.workers or min(8, os.cpu_count() or 1),
+            read_processes=default_read_processes(device) if args.read_processes < 0 else args.read_processes,
         )
         bar = tqdm(total=len(source.records), unit="img", disable=comm.rank != 0, desc="protecting")
         fooled = [0, 0]
