@@ -74,7 +74,8 @@ class SearchConfig:
         colour_steps: when > 0, each image's logo colours are then optimised at its
             placement for this many Adam steps (:func:`refine_colors`: an adversarial
             texture inside the logo's shape; alpha and opacity kept). Each step costs one
-            forward+backward query per surrogate and view, taken from ``budget``. The
+            forward+backward query per surrogate and view, taken from ``budget``; an image
+            stops early once every surrogate is past ``colour_margin``. The
             per-image logo becomes part of the watermark parameters (``Result.logo``;
             the packer commits to it per sample). Off (0) by default.
         colour_margin: how far below zero the colour steps push each surrogate's margin.
@@ -302,8 +303,8 @@ def protect(
         worst = objective.check(final, lab).cpu()
         own: list[np.ndarray | None] = [None] * B
         if config.colour_steps:
-            own = _refine(x, lab, placements, sized, objective, config, dev)
-            queries += config.colour_steps * objective.cost
+            own, taken = _refine(x, lab, placements, sized, objective, config, dev)
+            queries += torch.tensor(taken, dtype=torch.long) * objective.cost
             textured = _render_placements(x, placements, sized, own, dev)
             worst_t = objective.check(textured, lab).cpu()
             queries += objective.check_cost
@@ -350,11 +351,20 @@ def _render_placements(x: torch.Tensor, placements: Sequence[Placement | None], 
 
 def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placement | None],
             sized: dict[tuple[int, int], np.ndarray], search: Objective, config: SearchConfig,
-            dev: torch.device, lr: float = 0.15) -> list[np.ndarray | None]:
-    """Per-image logo RGB at fixed placements (see :func:`refine_colors`); ``x`` float on ``dev``."""
+            dev: torch.device, lr: float = 0.15) -> tuple[list[np.ndarray | None], list[int]]:
+    """Per-image logo RGB at fixed placements (see :func:`refine_colors`); ``x`` float on ``dev``.
+
+    Adam (PyTorch's update rule, per image) on the colours' logits. An image stops as soon
+    as every surrogate and view is past ``colour_margin``: the clamped loss has no gradient
+    left there, and its remaining steps are not spent. Returns the logos and the steps
+    (forward+backward passes) each image took.
+    """
     objective = Objective(search.surrogates, config.eot, margin=max(config.margin, config.colour_margin),
                           amp=search.amp, batch_size=search.batch_size)
+    floor = -objective.margin * len(objective.surrogates)  # the loss once every surrogate is past the margin
+    b1, b2, eps = 0.9, 0.999, 1e-8
     out: list[np.ndarray | None] = [None] * len(placements)
+    taken = [0] * len(placements)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, p in enumerate(placements):
         if p is not None:
@@ -365,26 +375,43 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
         for s in range(0, len(members), config.batch_size):
             part = members[s:s + config.batch_size]
             ps = [placements[i] for i in part]
+            n = len(part)
             index = torch.tensor(part, device=dev)
             xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
             op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
-            theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(len(part), -1, -1, -1).clone()
-            alpha = base[3:].expand(len(part), -1, -1, -1)
-            with torch.enable_grad():
-                theta.requires_grad_(True)
-                opt = torch.optim.Adam([theta], lr=lr)
-                for _ in range(config.colour_steps):
-                    rgba = torch.cat([torch.sigmoid(theta), alpha], dim=1)
-                    loss = objective.loss(render_candidates(x, rgba, index, xy, op), labels[index]).loss
-                    opt.zero_grad(set_to_none=True)
-                    loss.sum().backward()
-                    opt.step()
-            rgb = torch.round(torch.sigmoid(theta.detach()) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
-            for j, i in enumerate(part):
+            theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(n, -1, -1, -1).clone()
+            alpha = base[3:].expand(n, -1, -1, -1)
+            m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+            t = torch.zeros(n, dtype=torch.float64, device=dev)
+            steps = torch.zeros(n, dtype=torch.long, device=dev)
+            active = torch.ones(n, dtype=torch.bool, device=dev)
+            for _ in range(config.colour_steps):
+                idx = active.nonzero().squeeze(1)
+                if idx.numel() == 0:
+                    break
+                with torch.enable_grad():
+                    th = theta[idx].requires_grad_(True)
+                    rgba = torch.cat([torch.sigmoid(th), alpha[: idx.numel()]], dim=1)
+                    loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
+                                          labels[index[idx]]).loss
+                    (g,) = torch.autograd.grad(loss.sum(), th)
+                steps[idx] += 1
+                done = loss.detach() <= floor + 1e-6  # past the margin everywhere: keep these colours
+                active[idx[done]] = False
+                idx, g = idx[~done], g[~done]
+                t[idx] += 1
+                m[idx] = b1 * m[idx] + (1 - b1) * g
+                v[idx] = b2 * v[idx] + (1 - b2) * g * g
+                bc1 = (1 - b1 ** t[idx]).float().view(-1, 1, 1, 1)
+                bc2 = (1 - b2 ** t[idx]).float().view(-1, 1, 1, 1)
+                theta[idx] = theta[idx] - (lr / bc1) * m[idx] / (v[idx].sqrt() / bc2.sqrt() + eps)
+            rgb = torch.round(torch.sigmoid(theta) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            for j, (i, k) in enumerate(zip(part, steps.tolist())):
                 lg = small.copy()
                 lg[..., :3] = rgb[j].transpose(1, 2, 0)
                 out[i] = lg
-    return out
+                taken[i] = int(k)
+    return out, taken
 
 
 def learn_logo(
@@ -517,4 +544,4 @@ def refine_colors(
         y = torch.tensor([int(l) for l in labels], dtype=torch.long, device=dev)
         objective = Objective(surrogates, config.eot, margin=config.margin, amp=config.amp and dev.type == "cuda",
                               batch_size=config.batch_size)
-        return _refine(x, y, placements, sized, objective, cfg, dev, lr=lr)
+        return _refine(x, y, placements, sized, objective, cfg, dev, lr=lr)[0]
