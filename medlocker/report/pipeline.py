@@ -162,7 +162,7 @@ CPU = RunConfig(
 images at 224 px against five architectures (three held out). The images, the watermark
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
 (``model_size``), which is what makes training five of them affordable. The search budget
-(40 queries) allows two gradient rounds (gradient + 8 candidates, per surrogate) for the
+(40 queries) allows one gradient round (gradient + 16 candidates, per surrogate) and a bit for the
 ensemble. The primary configuration is ``ensemble_learned_colours`` (learned logo, then
 up to 30 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
 ``ensemble_learned`` are the comparison. The EOT configurations (4 views: 4x the queries per candidate)
