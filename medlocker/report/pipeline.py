@@ -162,8 +162,8 @@ CPU = RunConfig(
 images at 224 px against five architectures (three held out). The images, the watermark
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
 (``model_size``), which is what makes training five of them affordable. The search budget
-(40 queries) allows one gradient round (gradient + 16 candidates, per surrogate) and a bit for the
-ensemble. The primary configuration is ``ensemble_learned_colours`` (learned logo, then
+(40 queries) pays for about one gradient round of the two-model ensemble (a gradient and up
+to 16 candidates, each costing one query per surrogate). The primary configuration is ``ensemble_learned_colours`` (learned logo, then
 up to 30 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
 ``ensemble_learned`` are the comparison. The EOT configurations (4 views: 4x the queries per candidate)
 and the larger budget do not fit this CPU's hour -- add ``--configs
