@@ -57,8 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then optimise each image's logo colours at its placement for N steps (an adversarial "
                         "texture inside the logo's shape; stronger protection and transfer, N forward+backward "
                         "queries per image and surrogate from --budget; each sample commits to its own logo). "
-                        "0 = off (default); 30 is a good start: on synthetic data it gave nearly all of what 100 steps "
-                        "gave, for a third of the queries")
+                        "0 = off (default). On synthetic data 100 steps took the protection report's held-out "
+                        "accuracy from 38.7 %% to 26.7 %% for about 200 queries per image; 30 steps to 28.7 %% for 60")
     s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
     s.add_argument("--min-logo-scale", type=float, default=0.01, metavar="F",
                    help="where the logo does not fit off the lesions, halve its area down to F "

@@ -116,7 +116,7 @@ class RunConfig:
     min_logo_scale: float | None = 0.01
     learn_steps: int = 100
     learn_images: int = 128
-    colour_steps: int = 30
+    colour_steps: int = 100
     colour_margin: float = 4.0
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
@@ -164,7 +164,7 @@ search and every transform/attack run at 224 px; the classifiers take a 64 px do
 (``model_size``), which is what makes training five of them affordable. The search budget
 (40 queries) pays for about one gradient round of the two-model ensemble (a gradient and up
 to 16 candidates, each costing one query per surrogate). The primary configuration is ``ensemble_learned_colours`` (learned logo, then
-up to 30 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
+up to 100 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
 ``ensemble_learned`` are the comparison. The EOT configurations (4 views: 4x the queries per candidate)
 and the larger budget do not fit this CPU's hour -- add ``--configs
 single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
