@@ -299,7 +299,7 @@ def test_gradient_search_gives_up_after_patience_queries_without_improvement() -
                                 budget=400, opacity=(100, 200))
         return make_optimizer("gradient", Objective([model]), patience=patience).run(problem).queries
 
-    per_round = 1 + 8  # one gradient + k = 8 candidates
+    per_round = 1 + make_optimizer("gradient", Objective([model])).k  # one gradient + k candidates
     stopped = spent(20)
     assert stopped.le(per_round + 20 + per_round).all()  # the first round sets the best; then <= 20 more, rounded up
     assert spent(None).gt(stopped).all()
