@@ -89,7 +89,7 @@ print("cuda", torch.cuda.is_available(), torch.version.cuda, [torch.cuda.get_dev
 '
 # 1. The headline run: white-box gradient + black-box scan + BHE at one budget, bf16 search.
 step attack_bf16 "${limits[1]}" "$py" "${attack[@]}" "${model[@]}" "${bf16[@]}" --amp bf16 \
-  --optimizers gradient,blackbox,bhe --gradient-k 16 "${source_args[@]}" --out "$out/attack_bf16.json"
+  --optimizers gradient,blackbox,bhe --gradient-k 8 "${source_args[@]}" --out "$out/attack_bf16.json"
 # 1b. Optional before/after on the same surrogate: BASELINE_SRC=DIR holds an older medlocker package.
 if [[ -n ${BASELINE_SRC:-} && -f $ckpt ]]; then
   step attack_bf16_baseline "${limits[1]}" env PYTHONPATH="$BASELINE_SRC:$PYTHONPATH" "$py" "${attack[@]}" "${model[@]}" \
