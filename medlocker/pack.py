@@ -303,10 +303,9 @@ def _finish_sample(
 ) -> tuple[SampleRecord, ParamRecord]:
     """Render, encode, seal and commit one sample (runs in a worker thread)."""
     p: Placement = result.placement
-    own = getattr(result, "logo", None)  # per-image colours: this sample's own logo, committed below
-    own_png = png_bytes(own) if own is not None else None
+    own_png = png_bytes(result.logo) if result.logo is not None else None  # per-image colours: its own logo
     if own_png is not None:
-        logo, logo_sha256 = own, "sha256:" + hashlib.sha256(own_png).hexdigest()
+        logo, logo_sha256 = result.logo, "sha256:" + hashlib.sha256(own_png).hexdigest()
     protected = render_exact(image, logo, p)
     png = png_bytes(protected)
     wm_digest = "sha256:" + hashlib.sha256(png).hexdigest()

@@ -251,9 +251,9 @@ def protect(
     if len(labels) != B or len(lesion_boxes) != B:
         raise ValueError(f"got {B} images, {len(labels)} labels and {len(lesion_boxes)} lesion box lists")
     _check_models(surrogates, labels)
-    n_views = 1 + sum(v != "identity" for v in config.eot)
+    costs = Objective(surrogates, config.eot)  # queries per evaluation and per final check
     checks = 2 if config.colour_steps else 1  # with colours: the plain logo is checked too
-    reserved = checks * len(surrogates) + config.colour_steps * len(surrogates) * n_views
+    reserved = checks * costs.check_cost + config.colour_steps * costs.cost
     if config.budget < reserved:
         raise ValueError(f"budget {config.budget} cannot pay for the final check"
                          + (f" and {config.colour_steps} colour steps" if config.colour_steps else "")

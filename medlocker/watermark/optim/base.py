@@ -189,10 +189,6 @@ class Optimizer(ABC):
     def remaining(self, idx: torch.Tensor) -> torch.Tensor:
         return self.problem.budget - self.queries[idx]
 
-    def remaining_all(self) -> torch.Tensor:
-        """Queries every image may still spend ``[B]``."""
-        return self.problem.budget - self.queries
-
     def alive(self, idx: torch.Tensor | None = None) -> torch.Tensor:
         """Images (indices) not yet fooled that can still pay for one evaluation."""
         idx = torch.arange(self.queries.shape[0], device=self.queries.device) if idx is None else idx

@@ -142,7 +142,7 @@ class LinearisedPlacementSearch(Optimizer):
         first = True
         while True:
             # One host synchronisation per round: which images go on (their indices, also on the host).
-            go = ~self.fooled & (self.remaining_all() >= self.objective.cost + self.eval_cost) & ~stuck
+            go = ~self.fooled & (p.budget - self.queries >= self.objective.cost + self.eval_cost) & ~stuck
             idx = go.nonzero().squeeze(1)
             if idx.numel() == 0:
                 return
