@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=256, help="images searched together (pack --batch-size)")
     p.add_argument("--budget", type=int, default=1000, help="max queries per image")
     p.add_argument("--optimizer", default="gradient", help="gradient | blackbox | bhe")
+    p.add_argument("--colour-steps", type=int, default=0, help="per-image colour steps (pack --colour-steps)")
     p.add_argument("--shard-size", type=int, default=512, help="samples per shard")
     p.add_argument("--workers", type=int, default=0, help="pack worker threads (0: min(8, CPU cores))")
     p.add_argument("--read-processes", type=int, default=-1,
@@ -85,7 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(dest, ignore_errors=True)
         shutil.rmtree(secrets, ignore_errors=True)
         config = PackConfig(
-            search=SearchConfig(optimizer=args.optimizer, budget=args.budget, min_logo_scale=0.01),
+            search=SearchConfig(optimizer=args.optimizer, budget=args.budget, min_logo_scale=0.01,
+                                colour_steps=args.colour_steps),
             shard_size=args.shard_size, batch_size=args.batch_size, workers=workers,
             read_processes=default_read_processes(dev) if args.read_processes < 0 else args.read_processes)
         if dev.type == "cuda":
