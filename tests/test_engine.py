@@ -208,3 +208,39 @@ def test_colour_steps_give_each_image_its_own_logo_and_the_flags_hold_on_the_sto
     with pytest.raises(ValueError, match="colour steps"):
         protect(images, labels, boxes, models, logo=logo, device="cpu",
                 config=SearchConfig(budget=20, logo_scale=0.0625, colour_steps=10))
+
+
+def test_colour_eot_views_are_counted_and_paid_for() -> None:
+    model = Counting(toy_model())
+    images, labels = toy_images(4, seed=33)
+    cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, colour_steps=8, colour_margin=50.0,
+                       colour_eot=("median3", "resize0.5"))
+    assert cfg.colour_views == ("median3", "resize0.5") and SearchConfig(eot=("blur",)).colour_views == ("blur",)
+    res = protect(images, labels, [[]] * 4, [model], logo=toy_logo(), config=cfg, device="cpu")
+    # a margin of 50 is never reached: every image takes all 8 steps at 3 views (identity + 2) each
+    assert sum(r.queries for r in res) == model.rows and all(r.queries <= 60 for r in res)
+    assert all(r.queries >= 8 * 3 + 2 for r in res)
+    with pytest.raises(ValueError, match="colour steps"):  # 2 checks + 10 steps x 3 views > 30
+        protect(images, labels, [[]] * 4, [model], logo=toy_logo(), device="cpu",
+                config=SearchConfig(budget=30, logo_scale=0.0625, colour_steps=10, colour_eot=("median3", "blur")))
+    with pytest.raises(ValueError, match="jpeg75"):
+        SearchConfig(colour_eot=("jpeg",))
+
+
+def test_colour_cell_gives_a_low_frequency_texture() -> None:
+    models = [toy_model(0), toy_model(1)]
+    images, labels = toy_images(4, seed=34)
+    logo = np.full((12, 12, 4), 128, dtype=np.uint8)  # one flat colour, fully opaque
+    logo[..., 3] = 255
+    base = SearchConfig(optimizer="gradient", budget=80, logo_scale=0.0625, colour_steps=10, colour_margin=50.0)
+    per_pixel = protect(images, labels, [[]] * 4, models, logo=logo, config=base, device="cpu")
+    one_cell = protect(images, labels, [[]] * 4, models, logo=logo, device="cpu",
+                       config=SearchConfig(**{**base.__dict__, "colour_cell": 64}))
+    for a, b in zip(per_pixel, one_cell):
+        assert a.placement == b.placement  # the colour steps never move the logo
+        assert a.logo is not None and b.logo is not None
+        assert len(np.unique(a.logo[..., :3].reshape(-1, 3), axis=0)) > 1  # a texture
+        assert len(np.unique(b.logo[..., :3].reshape(-1, 3), axis=0)) == 1  # one offset per channel: still flat
+        assert not np.array_equal(b.logo[..., :3], logo[: b.logo.shape[0], : b.logo.shape[1], :3])  # but recoloured
+    with pytest.raises(ValueError, match="colour_cell"):
+        SearchConfig(colour_cell=0)

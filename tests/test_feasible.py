@@ -169,3 +169,12 @@ def test_min_logo_scale_shrinks_the_logo_where_the_full_size_does_not_fit() -> N
     assert shrunk[1].placement == plain[1].placement  # images that fit are unaffected
     changed = (render_exact(images[0], logo, p) != images[0]).any(2)
     assert not changed[:, :25].any() and not changed[:, 39:].any()
+    # a finer ladder (x0.8 per step) gives the corridor the largest logo that fits, not half the area
+    finer = protect(images, [0, 1], boxes, [clf], logo=logo, device="cpu",
+                    config=SearchConfig(optimizer="blackbox", budget=20, logo_scale=0.0625, lesion_margin=0,
+                                        min_logo_scale=0.01, logo_shrink=0.8))
+    q = finer[0].placement
+    assert q is not None and (q.w, q.h) == (14, 14) and 25 <= q.x and q.x + q.w <= 39
+    assert finer[1].placement == plain[1].placement
+    with pytest.raises(ValueError, match="logo_shrink"):
+        SearchConfig(logo_shrink=1.0)

@@ -37,6 +37,19 @@ def _names(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def _views(text: str) -> tuple[str, ...]:
+    """Comma-separated EOT view names ('none' = no extra view), checked against the known ones."""
+    from medlocker.watermark.transforms import get_view
+
+    views = () if text.strip().lower() == "none" else _names(text)
+    for v in views:
+        try:
+            get_view(v)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return views
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Protect synthetic fundus images and report how well the models are fooled.")
     p.add_argument("--out", required=True, help="output folder (from sources: also caches training data and checkpoints)")
@@ -66,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"logo-learning steps of the *_learned configurations (default {FULL.learn_steps})")
     p.add_argument("--colour-steps", type=int,
                    help=f"per-image colour steps of the *_colours configurations (default {FULL.colour_steps})")
+    p.add_argument("--colour-eot", type=_views,
+                   help="comma-separated EOT views of the colour steps alone, e.g. jpeg75,resize0.5,median3 "
+                        "(default: the configuration's own views; 'none' = identity only)")
+    p.add_argument("--colour-cell", type=int,
+                   help=f"px per colour cell of the colour steps: a low-frequency texture (default {FULL.colour_cell})")
+    p.add_argument("--logo-shrink", type=float,
+                   help=f"where the logo does not fit off the lesions, multiply its area by this until it does "
+                        f"(default {FULL.logo_shrink})")
     p.add_argument("--transfer-sources", type=_names,
                    help="architectures to protect with alone, for a full transfer heat map")
     p.add_argument("--seed", type=int, help="data, training and search seed (default 0)")
@@ -99,7 +120,8 @@ def config_from_args(args: argparse.Namespace):
         epochs=args.epochs, configs=args.configs, optimizer=args.optimizer, budget=args.budget,
         transfer_sources=args.transfer_sources, seed=args.seed, device=args.device, logo_scale=args.logo_scale,
         opacity=None if args.max_opacity is None else (min(base.opacity[0], args.max_opacity), args.max_opacity),
-        learn_steps=args.learn_steps, colour_steps=args.colour_steps,
+        learn_steps=args.learn_steps, colour_steps=args.colour_steps, colour_eot=args.colour_eot,
+        logo_shrink=args.logo_shrink, colour_cell=args.colour_cell,
     )
 
 

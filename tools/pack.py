@@ -61,12 +61,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy from 38.7 %% to 26.7 %% for about 200 queries per image; 30 steps to 28.7 %% for 60")
     s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
     s.add_argument("--min-logo-scale", type=float, default=0.01, metavar="F",
-                   help="where the logo does not fit off the lesions, halve its area down to F "
-                   "before rejecting the image (default %(default)s; 0 = never shrink)")
+                   help="where the logo does not fit off the lesions, shrink its area (see --logo-shrink) down to "
+                   "F before rejecting the image (default %(default)s; 0 = never shrink)")
+    s.add_argument("--colour-cell", type=int, metavar="PX",
+                   help="the colour steps optimise one colour offset per PX x PX block (a smooth texture that "
+                        "survives resizing/JPEG and transfers better; default: SearchConfig's)")
+    s.add_argument("--logo-shrink", type=float, metavar="R",
+                   help="each shrink multiplies the logo area by R, 0 < R < 1 (default: SearchConfig's)")
     s.add_argument("--lesion-margin", type=int, default=4, metavar="PX",
                    help="pixels kept between the logo and any lesion box (default %(default)s)")
     s.add_argument("--eot", default="", metavar="VIEWS",
                    help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
+    s.add_argument("--colour-eot", default=None, metavar="VIEWS",
+                   help="transform views for the colour steps alone (default: the --eot views; 'none' = none): "
+                        "the texture then survives JPEG/resizing and transfers better, at 1 + len(VIEWS) "
+                        "queries per step")
     s.add_argument("--batch-size", type=int, default=0, metavar="B",
                    help="images searched together, across shard boundaries (default 0 = 2048 on a GPU, "
                         "where big batches keep it busy while the last hard images finish; 32 on CPU); "
@@ -125,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
                 eot=tuple(v for v in args.eot.split(",") if v),
                 logo_mode=args.logo_mode,
                 colour_steps=args.colour_steps,
+                colour_eot=None if args.colour_eot is None else
+                tuple(v for v in args.colour_eot.split(",") if v and v.lower() != "none"),
+                **{k: v for k, v in (("logo_shrink", args.logo_shrink), ("colour_cell", args.colour_cell))
+                   if v is not None},
             ),
             shard_size=args.shard_size,
             batch_size=args.batch_size or (2048 if device.type == "cuda" else 32),

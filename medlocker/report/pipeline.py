@@ -84,9 +84,13 @@ class RunConfig:
             the logo's solid pixels replace the image (nothing to invert).
         min_logo_scale: the logo may shrink down to this area where no position
             avoids the lesions at full size (``SearchConfig.min_logo_scale``).
+        logo_shrink: each shrink multiplies the logo area by this factor
+            (``SearchConfig.logo_shrink``).
         learn_steps, learn_images: the ``*_learned`` configurations' logo learning.
-        colour_steps, colour_margin: the ``*_colours`` configurations' per-image colour
-            optimisation (``SearchConfig.colour_steps`` / ``colour_margin``).
+        colour_steps, colour_margin, colour_eot, colour_cell: the ``*_colours``
+            configurations' per-image colour optimisation (``SearchConfig.colour_steps`` /
+            ``colour_margin`` / ``colour_eot`` (None = the configuration's own views) /
+            ``colour_cell``).
         transfer_sources: architectures each protected as a lone surrogate, for
             a full source x target transfer heat map (costs one search each).
         transforms, attacks: what the report measures.
@@ -114,10 +118,13 @@ class RunConfig:
     logo_scale: float = 0.0625
     opacity: tuple[int, int] = (96, 255)
     min_logo_scale: float | None = 0.01
+    logo_shrink: float = 0.5
     learn_steps: int = 100
     learn_images: int = 128
     colour_steps: int = 100
     colour_margin: float = 4.0
+    colour_eot: tuple[str, ...] | None = None
+    colour_cell: int = 1
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
@@ -239,6 +246,7 @@ def run_from_sources(
         t = time.perf_counter()
         primary = name == config.configs[-1]
         secondary = not primary
+        search = _search_config(config, name)
         transforms = config.secondary_transforms if secondary and config.secondary_transforms is not None \
             else config.transforms
         attacks = config.secondary_attacks if secondary and config.secondary_attacks is not None else config.attacks
@@ -249,9 +257,11 @@ def run_from_sources(
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
                              "eot": list(EOT_VIEWS) if "_eot" in name else [],
                              "logo_mode": "learned" if _learned(name) else "fixed",
-                             "colour_steps": _search_config(config, name).colour_steps,
+                             "colour_steps": search.colour_steps,
+                             "colour_eot": list(search.colour_views) if search.colour_steps else [],
+                             "colour_cell": search.colour_cell,
                              "logo_scale": config.logo_scale, "opacity": list(config.opacity),
-                             "min_logo_scale": config.min_logo_scale}},
+                             "min_logo_scale": config.min_logo_scale, "logo_shrink": config.logo_shrink}},
         )
         report, figures = evaluate(
             originals=originals, protected=protected, labels=labels, lesion_boxes=lesion_boxes,
@@ -453,13 +463,16 @@ def _search_config(config: RunConfig, name: str):
 
     eot = EOT_VIEWS if "_eot" in name else ()
     steps = config.colour_steps if name.endswith("_colours") else 0
+    colour_views = eot if config.colour_eot is None else tuple(config.colour_eot)
     n_surrogates = len(_surrogates_for(name, config))
     # The colour steps (and the check of the plain logo they add) come on top of the placement search's budget.
-    extra = (steps * (1 + len(eot)) + 1) * n_surrogates if steps else 0
+    extra = (steps * (1 + len(colour_views)) + 1) * n_surrogates if steps else 0
     return SearchConfig(
         optimizer=config.optimizer, budget=config.budget + extra, seed=config.seed, eot=eot,
         logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
-        logo_mode="learned" if _learned(name) else "fixed", colour_steps=steps, colour_margin=config.colour_margin,
+        logo_shrink=config.logo_shrink, logo_mode="learned" if _learned(name) else "fixed",
+        colour_steps=steps, colour_margin=config.colour_margin, colour_eot=config.colour_eot,
+        colour_cell=config.colour_cell,
     )
 
 

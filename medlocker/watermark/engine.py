@@ -69,8 +69,11 @@ class SearchConfig:
         amp: bf16 autocast for search forwards on CUDA (successes re-checked in fp32).
         batch_size: most images per forward.
         min_logo_scale: when set, an image with no room for the logo at
-            ``logo_scale`` (a lesion-dense fundus) retries with the logo area halved,
-            down to this fraction, instead of getting no watermark. Off by default.
+            ``logo_scale`` (a lesion-dense fundus) retries with a smaller logo, down
+            to this fraction, instead of getting no watermark. Off by default.
+        logo_shrink: each retry multiplies the logo area by this factor (0 < f < 1).
+            A finer ladder (0.8) gives a lesion-dense image the largest logo that
+            fits instead of half of it; every size costs only its feasibility map.
         colour_steps: when > 0, each image's logo colours are then optimised at its
             placement for this many Adam steps (:func:`refine_colors`: an adversarial
             texture inside the logo's shape; alpha and opacity kept). Each step costs one
@@ -79,6 +82,14 @@ class SearchConfig:
             per-image logo becomes part of the watermark parameters (``Result.logo``;
             the packer commits to it per sample). Off (0) by default.
         colour_margin: how far below zero the colour steps push each surrogate's margin.
+        colour_cell: the colour steps optimise one colour offset per ``cell x cell`` px
+            block (bilinearly interpolated over the logo, added to its own colours'
+            logits): a low-frequency texture, which survives resizing and JPEG and
+            transfers better than a per-pixel one. 1 = per pixel.
+        colour_eot: the EOT views of the colour steps; None (default) = ``eot``. Views
+            here and not in the placement search make the texture survive (and transfer)
+            at a fraction of the cost of ``eot``: each step costs one query per
+            surrogate and view (the identity included).
     """
 
     optimizer: str = "gradient"
@@ -93,8 +104,11 @@ class SearchConfig:
     amp: bool = True
     batch_size: int = 256
     min_logo_scale: float | None = None
+    logo_shrink: float = 0.5
     colour_steps: int = 0
     colour_margin: float = 4.0
+    colour_eot: tuple[str, ...] | None = None
+    colour_cell: int = 1
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -108,7 +122,7 @@ class SearchConfig:
             raise ValueError(f"opacity range must satisfy 1 <= lo <= hi <= 255, got {self.opacity}")
         if self.margin < 0 or self.lesion_margin < 0:
             raise ValueError("margin and lesion_margin must be >= 0")
-        for view in self.eot:
+        for view in (*self.eot, *(self.colour_eot or ())):
             get_view(view)
         if self.logo_mode not in LOGO_MODES:
             raise ValueError(f"logo_mode must be one of {LOGO_MODES}, got {self.logo_mode!r}")
@@ -116,8 +130,17 @@ class SearchConfig:
             raise ValueError("batch_size must be >= 1")
         if self.min_logo_scale is not None and not 0.0 < self.min_logo_scale <= self.logo_scale:
             raise ValueError(f"min_logo_scale must be in (0, logo_scale], got {self.min_logo_scale}")
+        if not 0.0 < self.logo_shrink < 1.0:
+            raise ValueError(f"logo_shrink must be in (0, 1), got {self.logo_shrink}")
         if self.colour_steps < 0 or self.colour_margin < 0:
             raise ValueError("colour_steps and colour_margin must be >= 0")
+        if self.colour_cell < 1:
+            raise ValueError(f"colour_cell must be >= 1 px, got {self.colour_cell}")
+
+    @property
+    def colour_views(self) -> tuple[str, ...]:
+        """The EOT views of the colour steps (``colour_eot``, else ``eot``)."""
+        return self.eot if self.colour_eot is None else tuple(self.colour_eot)
 
 
 @dataclass(frozen=True)
@@ -199,11 +222,11 @@ def _generators(config: SearchConfig, batch: np.ndarray, labels: Sequence[int], 
 
 
 def _scales(config: SearchConfig) -> list[float]:
-    """Logo area fractions to try: ``logo_scale``, then halving down to ``min_logo_scale``."""
+    """Logo area fractions to try: ``logo_scale``, then shrinking by ``logo_shrink`` down to ``min_logo_scale``."""
     scales = [config.logo_scale]
     if config.min_logo_scale is not None:
-        while scales[-1] / 2 >= config.min_logo_scale:
-            scales.append(scales[-1] / 2)
+        while scales[-1] * config.logo_shrink >= config.min_logo_scale * (1 - 1e-9):
+            scales.append(scales[-1] * config.logo_shrink)
     return scales
 
 
@@ -252,8 +275,9 @@ def protect(
         raise ValueError(f"got {B} images, {len(labels)} labels and {len(lesion_boxes)} lesion box lists")
     _check_models(surrogates, labels)
     costs = Objective(surrogates, config.eot)  # queries per evaluation and per final check
+    step_cost = Objective(surrogates, config.colour_views).cost  # queries per colour step
     checks = 2 if config.colour_steps else 1  # with colours: the plain logo is checked too
-    reserved = checks * costs.check_cost + config.colour_steps * costs.cost
+    reserved = checks * costs.check_cost + config.colour_steps * step_cost
     if config.budget < reserved:
         raise ValueError(f"budget {config.budget} cannot pay for the final check"
                          + (f" and {config.colour_steps} colour steps" if config.colour_steps else "")
@@ -304,7 +328,7 @@ def protect(
         own: list[np.ndarray | None] = [None] * B
         if config.colour_steps:
             own, taken = _refine(x, lab, placements, sized, objective, config, dev)
-            queries += torch.tensor(taken, dtype=torch.long) * objective.cost
+            queries += torch.tensor(taken, dtype=torch.long) * step_cost
             textured = _render_placements(x, placements, sized, own, dev)
             worst_t = objective.check(textured, lab).cpu()
             queries += objective.check_cost
@@ -359,7 +383,7 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
     left there, and its remaining steps are not spent. Returns the logos and the steps
     (forward+backward passes) each image took.
     """
-    objective = Objective(search.surrogates, config.eot, margin=max(config.margin, config.colour_margin),
+    objective = Objective(search.surrogates, config.colour_views, margin=max(config.margin, config.colour_margin),
                           amp=search.amp, batch_size=search.batch_size)
     floor = -objective.margin * len(objective.surrogates)  # the loss once every surrogate is past the margin
     b1, b2, eps = 0.9, 0.999, 1e-8
@@ -379,8 +403,11 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
             index = torch.tensor(part, device=dev)
             xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
             op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
-            theta = torch.logit(base[:3].clamp(0.02, 0.98)).expand(n, -1, -1, -1).clone()
+            logits = torch.logit(base[:3].clamp(0.02, 0.98)).unsqueeze(0)
+            cells = (-(-h // config.colour_cell), -(-w // config.colour_cell))
+            theta = torch.zeros(n, 3, *cells, device=dev)  # colour-logit offsets, one per cell
             alpha = base[3:].expand(n, -1, -1, -1)
+
             m, v = torch.zeros_like(theta), torch.zeros_like(theta)
             t = torch.zeros(n, dtype=torch.float64, device=dev)
             steps = torch.zeros(n, dtype=torch.long, device=dev)
@@ -391,7 +418,7 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
                     break
                 with torch.enable_grad():
                     th = theta[idx].requires_grad_(True)
-                    rgba = torch.cat([torch.sigmoid(th), alpha[: idx.numel()]], dim=1)
+                    rgba = torch.cat([_texture(logits, th), alpha[: idx.numel()]], dim=1)
                     loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
                                           labels[index[idx]]).loss
                     (g,) = torch.autograd.grad(loss.sum(), th)
@@ -405,13 +432,21 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
                 bc1 = (1 - b1 ** t[idx]).float().view(-1, 1, 1, 1)
                 bc2 = (1 - b2 ** t[idx]).float().view(-1, 1, 1, 1)
                 theta[idx] = theta[idx] - (lr / bc1) * m[idx] / (v[idx].sqrt() / bc2.sqrt() + eps)
-            rgb = torch.round(torch.sigmoid(theta) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            rgb = torch.round(_texture(logits, theta) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
             for j, (i, k) in enumerate(zip(part, steps.tolist())):
                 lg = small.copy()
                 lg[..., :3] = rgb[j].transpose(1, 2, 0)
                 out[i] = lg
                 taken[i] = int(k)
     return out, taken
+
+
+def _texture(logits: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Colours in ``[0, 1]``: the logo's colour logits ``[1, 3, h, w]`` plus per-cell offsets
+    ``[N, 3, ch, cw]``, bilinearly upsampled to ``h x w`` when the cells are coarser than pixels."""
+    if offsets.shape[-2:] != logits.shape[-2:]:
+        offsets = torch.nn.functional.interpolate(offsets, size=logits.shape[-2:], mode="bilinear", align_corners=False)
+    return torch.sigmoid(logits + offsets)
 
 
 def learn_logo(
