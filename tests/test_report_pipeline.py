@@ -35,3 +35,31 @@ def test_pipeline_fixed_and_learned_logo(tmp_path) -> None:
     with Image.open(tmp_path / "ensemble_learned" / "logo.png") as learned, \
             Image.open(tmp_path / "ensemble" / "logo.png") as fixed:
         assert learned.mode == "RGBA" and fixed.mode == "RGBA"
+
+
+def test_presets_and_colour_options_from_the_command_line() -> None:
+    import sys
+    from pathlib import Path
+
+    import pytest
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from evaluate import build_parser, config_from_args
+
+    from medlocker.report.pipeline import CPU, GPU, _search_config
+
+    parse = build_parser().parse_args
+    gpu = config_from_args(parse(["--gpu", "--out", "x"]))
+    assert gpu == GPU and gpu.model_size == 224 and gpu.archs == CPU.archs
+    same = config_from_args(parse("--cpu --epochs 10 --model-size 224 --device auto --colour-eot jpeg75,resize0.5,median3 "
+                                  "--colour-cell 4 --logo-shrink 0.7 --out x".split()))
+    assert same == GPU  # the preset is exactly the documented command
+    search = _search_config(gpu, "ensemble_learned_colours")
+    assert search.colour_views == ("jpeg75", "resize0.5", "median3") and search.eot == ()
+    # the colour steps' queries (4 views, 2 surrogates) and the plain-logo check come on top of the search budget
+    assert search.budget == gpu.budget + (gpu.colour_steps * 4 + 1) * 2
+    assert config_from_args(parse(["--cpu", "--colour-eot", "none", "--out", "x"])).colour_eot == ()
+    with pytest.raises(ValueError, match="presets"):
+        config_from_args(parse(["--cpu", "--gpu", "--out", "x"]))
+    with pytest.raises(SystemExit):
+        parse(["--colour-eot", "jpeg", "--out", "x"])

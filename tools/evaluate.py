@@ -28,7 +28,7 @@ import logging
 import sys
 
 from medlocker.errors import MedLockerError
-from medlocker.report.pipeline import CONFIG_NAMES, CPU, FULL, QUICK, run_from_sources, with_overrides
+from medlocker.report.pipeline import CONFIG_NAMES, CPU, FULL, GPU, QUICK, run_from_sources, with_overrides
 
 log = logging.getLogger("evaluate")
 
@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu", action="store_true",
                    help="acceptance preset for a 2-core CPU (~1 h): 500 images at 224 px, 5 archs (3 held out), "
                         "classifiers at 64 px input")
+    p.add_argument("--gpu", action="store_true",
+                   help="acceptance preset for one GPU (~6 min on an H100): the --cpu images and archs, classifiers "
+                        "at 224 px input, colour steps under JPEG/resize/median views")
     p.add_argument("--n", type=int, help=f"images to protect and evaluate (default {FULL.n_images})")
     p.add_argument("--n-train", type=int, help=f"training images per model (default {FULL.n_train})")
     p.add_argument("--size", type=int, help=f"image side and model input size in px (default {FULL.size})")
@@ -111,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace):
-    if args.quick and args.cpu:
-        raise ValueError("--quick and --cpu are two presets: pick one")
-    base = QUICK if args.quick else CPU if args.cpu else FULL
+    if args.quick + args.cpu + args.gpu > 1:
+        raise ValueError("--quick, --cpu and --gpu are presets: pick one")
+    base = QUICK if args.quick else CPU if args.cpu else GPU if args.gpu else FULL
     return with_overrides(
         base, n_images=args.n, n_train=args.n_train, size=args.size, model_size=args.model_size, archs=args.archs,
         surrogates=args.surrogates,

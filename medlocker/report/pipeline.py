@@ -49,7 +49,7 @@ from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
 
-__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
+__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,16 @@ up to 100 per-image colour steps on top of the 40 queries); ``ensemble`` (the fi
 and the larger budget do not fit this CPU's hour -- add ``--configs
 single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
 ``FULL`` on a GPU."""
+
+GPU = replace(
+    CPU, model_size=224, epochs=10, device="auto", colour_eot=EOT_VIEWS, colour_cell=4, logo_shrink=0.7,
+)
+"""The issue-acceptance run on one GPU (about 6 minutes on an H100): the ``CPU`` preset's images,
+architectures and searches, but the classifiers see the full 224 px image and train 10 epochs;
+the per-image colour steps run under the JPEG q75 / resize x0.5 / median 3x3 views
+(``colour_eot``: 4x the queries per step, cheap there), on a 4 px colour grid
+(``colour_cell``), and lesion-dense images get the largest logo that fits on a x0.7 ladder
+(``logo_shrink``). ``benchmarks/report.py --gpu``."""
 
 
 def run_from_sources(
