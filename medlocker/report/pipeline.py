@@ -160,7 +160,7 @@ CPU = RunConfig(
     n_images=500, n_train=600, size=224, model_size=64,
     archs=("smallcnn", "resnet18", "mobilenet_v3_large", "densenet121", "resnet50"),
     surrogates=("smallcnn", "resnet18"), epochs=5, configs=("ensemble", "ensemble_learned", "ensemble_learned_colours"),
-    budget=40,
+    budget=40, colour_cell=4, logo_shrink=0.7,
     device="cpu", transforms=HEADLINE_TRANSFORMS,
     attacks=("inpaint_telea", "inpaint_telea_oracle", "inverse_blend", "inverse_blend_oracle"),
     secondary_transforms=HEADLINE_TRANSFORMS, secondary_attacks=(),
@@ -171,21 +171,18 @@ search and every transform/attack run at 224 px; the classifiers take a 64 px do
 (``model_size``), which is what makes training five of them affordable. The search budget
 (40 queries) pays for about one gradient round of the two-model ensemble (a gradient and up
 to 16 candidates, each costing one query per surrogate). The primary configuration is ``ensemble_learned_colours`` (learned logo, then
-up to 100 per-image colour steps on top of the 40 queries); ``ensemble`` (the fixed logo) and
+up to 100 per-image colour steps on top of the 40 queries, on a 4 px colour grid; a logo that
+does not fit off the lesions shrinks x0.7 at a time); ``ensemble`` (the fixed logo) and
 ``ensemble_learned`` are the comparison. The EOT configurations (4 views: 4x the queries per candidate)
 and the larger budget do not fit this CPU's hour -- add ``--configs
 single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
 ``FULL`` on a GPU."""
 
-GPU = replace(
-    CPU, model_size=224, epochs=10, device="auto", colour_eot=EOT_VIEWS, colour_cell=4, logo_shrink=0.7,
-)
+GPU = replace(CPU, model_size=224, epochs=10, device="auto", colour_eot=EOT_VIEWS)
 """The issue-acceptance run on one GPU (about 6 minutes on an H100): the ``CPU`` preset's images,
 architectures and searches, but the classifiers see the full 224 px image and train 10 epochs;
 the per-image colour steps run under the JPEG q75 / resize x0.5 / median 3x3 views
-(``colour_eot``: 4x the queries per step, cheap there), on a 4 px colour grid
-(``colour_cell``), and lesion-dense images get the largest logo that fits on a x0.7 ladder
-(``logo_shrink``). ``benchmarks/report.py --gpu``."""
+(``colour_eot``: 4x the queries per step, cheap there). ``benchmarks/report.py --gpu``."""
 
 
 def run_from_sources(
