@@ -262,7 +262,7 @@ def run_from_sources(
             title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})", prediction_cache=predictions,
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
-                             "eot": list(EOT_VIEWS) if "_eot" in name else [],
+                             "eot": list(search.eot),
                              "logo_mode": "learned" if _learned(name) else "fixed",
                              "colour_steps": search.colour_steps,
                              "colour_eot": list(search.colour_views) if search.colour_steps else [],
@@ -468,19 +468,19 @@ def _learned(name: str) -> bool:
 def _search_config(config: RunConfig, name: str):
     from medlocker.watermark import SearchConfig
 
-    eot = EOT_VIEWS if "_eot" in name else ()
     steps = config.colour_steps if name.endswith("_colours") else 0
-    colour_views = eot if config.colour_eot is None else tuple(config.colour_eot)
-    n_surrogates = len(_surrogates_for(name, config))
-    # The colour steps (and the check of the plain logo they add) come on top of the placement search's budget.
-    extra = (steps * (1 + len(colour_views)) + 1) * n_surrogates if steps else 0
-    return SearchConfig(
-        optimizer=config.optimizer, budget=config.budget + extra, seed=config.seed, eot=eot,
+    search = SearchConfig(
+        optimizer=config.optimizer, budget=config.budget, seed=config.seed, eot=EOT_VIEWS if "_eot" in name else (),
         logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
         logo_shrink=config.logo_shrink, logo_mode="learned" if _learned(name) else "fixed",
         colour_steps=steps, colour_margin=config.colour_margin, colour_eot=config.colour_eot,
         colour_cell=config.colour_cell,
     )
+    if not steps:
+        return search
+    # The colour steps (and the check of the plain logo they add) come on top of the placement search's budget.
+    n_surrogates = len(_surrogates_for(name, config))
+    return replace(search, budget=config.budget + (steps * (1 + len(search.colour_views)) + 1) * n_surrogates)
 
 
 def _learned_logo(

@@ -407,7 +407,6 @@ def _refine(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placemen
             cells = (-(-h // config.colour_cell), -(-w // config.colour_cell))
             theta = torch.zeros(n, 3, *cells, device=dev)  # colour-logit offsets, one per cell
             alpha = base[3:].expand(n, -1, -1, -1)
-
             m, v = torch.zeros_like(theta), torch.zeros_like(theta)
             t = torch.zeros(n, dtype=torch.float64, device=dev)
             steps = torch.zeros(n, dtype=torch.long, device=dev)
