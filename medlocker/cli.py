@@ -38,6 +38,19 @@ def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
     return out or None
 
 
+def view_list(text: str) -> tuple[str, ...]:
+    """argparse type: comma-separated EOT view names (``none`` = no view), each checked."""
+    from medlocker.watermark.transforms import get_view  # torch: only when the flag is given
+
+    views = () if text.strip().lower() == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
+    for v in views:
+        try:
+            get_view(v)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    return views
+
+
 def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
     """Run a tool's ``main``; MedLocker and input errors become one line on stderr, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

@@ -27,6 +27,7 @@ import argparse
 import logging
 import sys
 
+from medlocker.cli import view_list
 from medlocker.errors import MedLockerError
 from medlocker.report.pipeline import CONFIG_NAMES, CPU, FULL, GPU, QUICK, run_from_sources, with_overrides
 
@@ -35,19 +36,6 @@ log = logging.getLogger("evaluate")
 
 def _names(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
-
-
-def _views(text: str) -> tuple[str, ...]:
-    """Comma-separated EOT view names ('none' = no extra view), checked against the known ones."""
-    from medlocker.watermark.transforms import get_view
-
-    views = () if text.strip().lower() == "none" else _names(text)
-    for v in views:
-        try:
-            get_view(v)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    return views
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"logo-learning steps of the *_learned configurations (default {FULL.learn_steps})")
     p.add_argument("--colour-steps", type=int,
                    help=f"per-image colour steps of the *_colours configurations (default {FULL.colour_steps})")
-    p.add_argument("--colour-eot", type=_views,
+    p.add_argument("--colour-eot", type=view_list,
                    help="comma-separated EOT views of the colour steps alone, e.g. jpeg75,resize0.5,median3 "
                         "(default: the configuration's own views; 'none' = identity only)")
     p.add_argument("--colour-cell", type=int,

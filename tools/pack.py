@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from medlocker.cli import add_storage_option, run_cli, storage_options
+from medlocker.cli import add_storage_option, run_cli, storage_options, view_list
 
 EOT_VIEWS = "jpeg75,resize0.5,median3,blur,crop"
 
@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pixels kept between the logo and any lesion box (default %(default)s)")
     s.add_argument("--eot", default="", metavar="VIEWS",
                    help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
-    s.add_argument("--colour-eot", default=None, metavar="VIEWS",
+    s.add_argument("--colour-eot", type=view_list, metavar="VIEWS",
                    help="transform views for the colour steps alone (default: the --eot views; 'none' = none): "
                         "the texture then survives JPEG/resizing and transfers better, at 1 + len(VIEWS) "
                         "queries per step")
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 eot=tuple(v for v in args.eot.split(",") if v),
                 logo_mode=args.logo_mode,
                 colour_steps=args.colour_steps,
-                colour_eot=None if args.colour_eot is None else
-                tuple(v for v in args.colour_eot.split(",") if v and v.lower() != "none"),
+                colour_eot=args.colour_eot,
                 **{k: v for k, v in (("logo_shrink", args.logo_shrink), ("colour_cell", args.colour_cell))
                    if v is not None},
             ),
