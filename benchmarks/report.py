@@ -7,6 +7,7 @@ project's targets, plus stage timings. All numbers are on synthetic data.
 
     python benchmarks/report.py --quick --out runs/bench-report-quick   # a few minutes on CPU
     python benchmarks/report.py --cpu --out runs/full-cpu                # acceptance run on a 2-core CPU (~1 h)
+    python benchmarks/report.py --gpu --out runs/gpu-report              # acceptance run on one GPU (~6 min, H100)
     python benchmarks/report.py --out runs/bench-report                  # 500 images, 224 px, 9 archs (GPU)
     python benchmarks/report.py --summarize runs/full-cpu/report.json    # print the table of a finished run
 """
