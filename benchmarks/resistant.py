@@ -34,10 +34,11 @@ import numpy as np
 import torch
 from PIL import Image
 
+from medlocker.cli import view_list
 from medlocker.models import resolve_device
 from medlocker.report.metrics import predict
 from medlocker.report.pipeline import CPU, GPU, QUICK, _evaluation_images, _learned_logo, _search_config, \
-    _trained_models, with_overrides
+    _trained_models, with_colour_budget, with_overrides
 from medlocker.watermark import SearchConfig, default_logo, protect, render_exact
 from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask
 from medlocker.watermark.logo import logo_size
@@ -71,9 +72,7 @@ def parse_variant(text: str, base: SearchConfig) -> dict[str, Any]:
 def with_budget(base: SearchConfig, overrides: dict[str, Any], n_surrogates: int, search_budget: int) -> SearchConfig:
     """``base`` with ``overrides``; the colour steps (and their views) paid on top of ``search_budget``."""
     c = dataclasses.replace(base, **overrides)
-    if "budget" in overrides or not c.colour_steps:
-        return c
-    return dataclasses.replace(c, budget=search_budget + (c.colour_steps * (1 + len(c.colour_views)) + 1) * n_surrogates)
+    return c if "budget" in overrides else with_colour_budget(c, search_budget, n_surrogates)
 
 
 def largest_area(logo: np.ndarray, image: torch.Tensor, boxes: list, *, margin: int, shrink: float,
@@ -102,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n", type=int, default=100, help="first N evaluation images (default 100)")
     p.add_argument("--epochs", type=int, help="override the preset's training epochs")
     p.add_argument("--device", help="override the preset's device (cpu, cuda, auto)")
-    p.add_argument("--colour-eot", help="override the preset's colour-step views (comma list; 'none' for none)")
+    p.add_argument("--colour-eot", type=view_list,
+                   help="override the preset's colour-step views (comma list; 'none' for none)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
                    help=f"';'-separated SearchConfig overrides tried on the resistant images (default {DEFAULT_VARIANTS!r})")
     p.add_argument("--json", type=Path, help="where to write the results (default OUT/resistant-N.json)")
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         over["device"] = args.device
     if args.colour_eot is not None:
-        over["colour_eot"] = () if args.colour_eot == "none" else tuple(v for v in args.colour_eot.split(",") if v)
+        over["colour_eot"] = args.colour_eot
     over["archs"] = tuple(a for a in base.archs if a in base.surrogates)  # white-box: the surrogates only
     cfg = with_overrides(base, **over)
     if args.n < 1 or args.n > cfg.n_images:
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                      "clean_right_on": [s for s in cfg.surrogates if clean[s][i]],
                      "logo_area": round(first["area"][i], 4), "largest_area_margin0_ladder0.9": round(loose, 4),
                      "n_lesion_boxes": len(boxes[i])})
-    others = [i for i in everything if i not in set(resistant)]
+    others = sorted(set(everything) - set(resistant))
     summary = {
         "white_box_acc": {s: float(first["right"][s].mean()) for s in cfg.surrogates},
         "clean_acc": {s: float(clean[s].mean()) for s in cfg.surrogates},

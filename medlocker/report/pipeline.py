@@ -49,7 +49,7 @@ from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
 
-__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_overrides"]
+__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_colour_budget", "with_overrides"]
 
 log = logging.getLogger(__name__)
 
@@ -476,11 +476,19 @@ def _search_config(config: RunConfig, name: str):
         colour_steps=steps, colour_margin=config.colour_margin, colour_eot=config.colour_eot,
         colour_cell=config.colour_cell,
     )
-    if not steps:
+    return with_colour_budget(search, config.budget, len(_surrogates_for(name, config)))
+
+
+def with_colour_budget(search, placement_budget: int, n_surrogates: int):
+    """``search`` with its colour steps (and their views) paid on top of ``placement_budget`` queries.
+
+    Each colour step queries every surrogate on the image and each of its views; one more
+    query per surrogate checks the plain logo the steps start from.
+    """
+    if not search.colour_steps:
         return search
-    # The colour steps (and the check of the plain logo they add) come on top of the placement search's budget.
-    n_surrogates = len(_surrogates_for(name, config))
-    return replace(search, budget=config.budget + (steps * (1 + len(search.colour_views)) + 1) * n_surrogates)
+    cost = (search.colour_steps * (1 + len(search.colour_views)) + 1) * n_surrogates
+    return replace(search, budget=placement_budget + cost)
 
 
 def _learned_logo(
