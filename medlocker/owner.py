@@ -25,7 +25,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,8 @@ from PIL import Image
 
 from .crypto import Identity, canonical_json, unwrap_key, wrap_key
 from .errors import FormatError
+from .shards.payload import sha256_digest
+from .util import atomic_open, atomic_write, parse_rfc3339, rfc3339
 
 __all__ = [
     "OwnerSecrets",
@@ -110,16 +112,14 @@ class ParamRecord:
         """The logo digest this sample's commitment binds: its own logo's PNG, else the run's."""
         if self.logo_png is None:
             return run_logo_sha256
-        return "sha256:" + hashlib.sha256(base64.b64decode(self.logo_png)).hexdigest()
+        return sha256_digest(base64.b64decode(self.logo_png))
 
 
 def write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write JSON lines atomically (temp file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
@@ -133,10 +133,8 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 @dataclass
@@ -175,10 +173,8 @@ class OwnerSecrets:
 
     def save_logo(self, logo: np.ndarray) -> str:
         data = png_bytes(logo)
-        tmp = self.logo_path.with_name(LOGO_FILE + ".tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, self.logo_path)
-        return "sha256:" + hashlib.sha256(data).hexdigest()
+        atomic_write(self.logo_path, data)
+        return sha256_digest(data)
 
     def params(self) -> dict[str, ParamRecord]:
         path = self.root / PARAMS_FILE
@@ -208,7 +204,7 @@ class OwnerSecrets:
             root=root,
             dataset_id=ds,
             owner_key_id=info["owner_key_id"],
-            created=datetime.fromisoformat(info["created"].replace("Z", "+00:00")),
+            created=parse_rfc3339(info["created"]),
             search_seed=int(info["search_seed"]),
             content_key=unwrap_key(base64.b64decode(info["content_key"]), owner, context=_context(ds, "content")),
             run_secret=unwrap_key(base64.b64decode(info["run_secret"]), owner, context=_context(ds, "run")),
@@ -253,7 +249,7 @@ def new_run(
         "version": VERSION,
         "dataset_id": dataset_id,
         "owner_key_id": owner.key_id,
-        "created": created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": rfc3339(created),
         "search_seed": seed,
         "content_key": base64.b64encode(
             wrap_key(content_key, owner.public, context=_context(dataset_id, "content"))

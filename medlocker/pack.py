@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -37,7 +36,7 @@ from PIL import Image
 
 from .crypto import Identity, commit, seal_payload
 from .data import Record, Source, load_image, load_mask
-from .errors import BadInputError, MedLockerError
+from .errors import BadInputError
 from .models import Classifier
 from .distributed import Comm
 from .owner import (
@@ -51,10 +50,11 @@ from .owner import (
     png_bytes,
     write_jsonl,
 )
-from .shards import ShardInfo, SampleRecord, pixel_digest, build_restoration, write_manifest, write_shard
+from .shards import ShardInfo, SampleRecord, pixel_digest, sha256_digest, build_restoration, write_manifest, write_shard
 from .shards.fs import is_local, url_to_fs
 from .watermark import Placement, SearchConfig, boxes_from_masks, gradcam_boxes, protect, render_exact
 from .watermark import learn_logo
+from .util import atomic_write
 
 __all__ = ["PackConfig", "PackSummary", "pack", "created_time"]
 
@@ -305,10 +305,10 @@ def _finish_sample(
     p: Placement = result.placement
     own_png = png_bytes(result.logo) if result.logo is not None else None  # per-image colours: its own logo
     if own_png is not None:
-        logo, logo_sha256 = result.logo, "sha256:" + hashlib.sha256(own_png).hexdigest()
+        logo, logo_sha256 = result.logo, sha256_digest(own_png)
     protected = render_exact(image, logo, p)
     png = png_bytes(protected)
-    wm_digest = "sha256:" + hashlib.sha256(png).hexdigest()
+    wm_digest = sha256_digest(png)
     payload = seal_payload(
         run.content_key,
         build_restoration(image, p.box),
@@ -427,7 +427,7 @@ def pack(
         run.save_logo(logo)
     _share_file(comm, run.logo_path)
     logo = run.load_logo()
-    logo_sha256 = "sha256:" + hashlib.sha256(run.logo_path.read_bytes()).hexdigest()
+    logo_sha256 = sha256_digest(run.logo_path.read_bytes())
 
     if resume and comm.rank == 0:
         _remove_partial_files(dest, storage_options)
@@ -552,9 +552,7 @@ def _checkpoint(path: Path, info: ShardInfo | None, params: list[ParamRecord], r
         "rejects": [r for r in rejects if r["key"] in keys],
         "fooled": sum(p.success for p in params),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(state, sort_keys=True))
 
 
 def _summarise(summary: PackSummary, params: list[dict], rejects: list[dict]) -> None:

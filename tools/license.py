@@ -15,7 +15,6 @@ Errors are one line on stderr, exit code 2.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +29,7 @@ from medlocker.crypto import Identity, PublicIdentity, issue_license, passphrase
 from medlocker.errors import WrongDatasetError
 from medlocker.owner import OwnerSecrets
 from medlocker.shards import read_manifest
+from medlocker.util import atomic_write
 
 
 def parse_when(text: str) -> datetime:
@@ -86,9 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         expires=args.expires,
         not_before=args.not_before,
     )
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    atomic_write(out, data)
     print(out)
     print(
         f"licensed dataset {manifest.dataset_id} ({manifest.num_samples} samples) to {licensee.key_id}"

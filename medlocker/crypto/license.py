@@ -24,7 +24,6 @@ before steps 1-5 passed.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -36,6 +35,7 @@ from medlocker.crypto.envelope import sign_envelope, verify_envelope
 from medlocker.crypto.identity import Identity, PublicIdentity
 from medlocker.crypto.seal import CONTENT_KEY_LEN
 from medlocker.crypto.wrap import WRAP_ALG, unwrap_key, wrap_key
+from medlocker.util import parse_rfc3339, rfc3339
 from medlocker.errors import (
     ExpiredError,
     FormatError,
@@ -72,7 +72,6 @@ _FIELDS = {
     "scope",
     "key_wrap",
 }
-_TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
 
 @dataclass(frozen=True)
@@ -99,17 +98,6 @@ def _utc(value: datetime, name: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{name} must be timezone-aware (use datetime.now(timezone.utc))")
     return value.astimezone(timezone.utc)
-
-
-def _format_time(value: datetime) -> str:
-    # Whole seconds, UTC, RFC 3339 "Z" form: one spelling per instant.
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: Any) -> datetime:
-    if not isinstance(text, str) or not _TIME_RE.fullmatch(text):
-        raise ValueError(f"time {text!r} is not YYYY-MM-DDTHH:MM:SSZ")
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
 
 
 def license_wrap_context(*, dataset_id: str, license_id: str, licensee_key_id: str) -> bytes:
@@ -188,9 +176,9 @@ def issue_license(
         "manifest_digest": _non_empty_str("manifest_digest", manifest_digest),
         "owner_key_id": owner.key_id,
         "licensee": licensee.to_dict(),
-        "not_before": _format_time(not_before),
-        "expires": _format_time(expires),
-        "issued_at": _format_time(now),
+        "not_before": rfc3339(not_before),
+        "expires": rfc3339(expires),
+        "issued_at": rfc3339(now),
         "scope": _non_empty_str("scope", scope),
         "key_wrap": {
             "alg": WRAP_ALG,
@@ -221,9 +209,9 @@ def _parse_payload(payload: bytes, owner: PublicIdentity) -> dict[str, Any]:
         if doc["owner_key_id"] != owner.key_id:
             raise ValueError("owner_key_id does not name the signing key")
         out = dict(doc)
-        out["not_before"] = _parse_time(doc["not_before"])
-        out["expires"] = _parse_time(doc["expires"])
-        out["issued_at"] = _parse_time(doc["issued_at"])
+        out["not_before"] = parse_rfc3339(doc["not_before"])
+        out["expires"] = parse_rfc3339(doc["expires"])
+        out["issued_at"] = parse_rfc3339(doc["issued_at"])
         wrap = doc["key_wrap"]
         if not isinstance(wrap, dict) or set(wrap) != {"alg", "blob"} or wrap["alg"] != WRAP_ALG:
             raise ValueError(f"key_wrap must be {{alg: {WRAP_ALG!r}, blob}}")

@@ -40,6 +40,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from medlocker.util import atomic_open
+
 __all__ = [
     "LESION_TYPES",
     "GRADE_LESIONS",
@@ -179,12 +181,10 @@ def write_synthetic_dataset(
             done = tqdm(done, total=n, desc="synthesizing", unit="img")
         rows = list(done)
 
-    tmp = root / "labels.csv.tmp"
-    with open(tmp, "w", newline="") as f:
+    with atomic_open(root / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["image", "label"])
         writer.writerows(rows)
-    os.replace(tmp, root / "labels.csv")
     return root
 
 

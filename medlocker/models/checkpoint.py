@@ -13,12 +13,12 @@ tensors, read back with ``torch.load(weights_only=True)`` (no pickled code)::
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from medlocker.errors import FormatError
+from medlocker.util import atomic_open
 from medlocker.models.classifier import Classifier
 from medlocker.models.registry import ARCHITECTURES, build_classifier
 
@@ -58,10 +58,8 @@ def save_checkpoint(clf: Classifier, path: str | os.PathLike[str], *, meta: dict
         "state_dict": {k: v.detach().cpu().clone() for k, v in clf.state_dict().items()},
         "meta": meta,
     }
-    dest = Path(path)
-    tmp = dest.with_name(dest.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, dest)
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
 
 
 def load_checkpoint(path: str | os.PathLike[str], *, map_location: str | torch.device = "cpu") -> Classifier:

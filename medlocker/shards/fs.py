@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import posixpath
-import uuid
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
@@ -20,6 +19,7 @@ import webdataset as wds
 from fsspec.implementations.local import LocalFileSystem
 
 from ..errors import FormatError
+from ..util import atomic_open
 
 __all__ = ["url_to_fs", "join", "is_local", "read_bytes", "open_read", "open_streams", "atomic_write", "exists"]
 
@@ -119,18 +119,8 @@ def atomic_write(url: str, storage_options: dict[str, Any] | None = None) -> Ite
     """
     fs, path = url_to_fs(url, storage_options)
     if is_local(fs):
-        parent = posixpath.dirname(path) or "."
-        os.makedirs(parent, exist_ok=True)
-        tmp = posixpath.join(parent, f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-        try:
-            with open(tmp, "wb") as f:
-                yield f
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(tmp)
+        with atomic_open(path, "wb") as f:
+            yield f
         return
     f = fs.open(path, "wb")
     try:

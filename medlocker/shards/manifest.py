@@ -18,14 +18,14 @@ written last, so a dataset without one is incomplete.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from ..crypto import Identity, PublicIdentity, canonical_json, parse_json_strict, sign_envelope, verify_envelope
 from ..errors import FormatError
+from ..util import parse_rfc3339, rfc3339
 from . import fs as _fs
 from . import layout
 from .payload import is_sha256_digest, sha256_digest
@@ -33,7 +33,6 @@ from .payload import is_sha256_digest, sha256_digest
 __all__ = [
     "ShardInfo",
     "Manifest",
-    "format_created",
     "build_manifest_payload",
     "parse_manifest",
     "write_manifest",
@@ -42,7 +41,6 @@ __all__ = [
 ]
 
 MAX_MANIFEST_BYTES = 64 * 2**20
-_CREATED_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _FIELDS = {"format", "version", "dataset_id", "owner_key_id", "created", "classes", "logo_sha256", "shards", "extra"}
 
 
@@ -95,15 +93,6 @@ class Manifest:
         return sum(s.samples for s in self.shards)
 
 
-def format_created(created: datetime) -> str:
-    """RFC 3339 UTC with whole seconds (``2025-01-02T03:04:05Z``); naive times are refused."""
-    if not isinstance(created, datetime):
-        raise TypeError(f"created must be a datetime, got {type(created).__name__}")
-    if created.tzinfo is None:
-        raise ValueError("created must be timezone-aware (e.g. datetime.now(timezone.utc))")
-    return created.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def build_manifest_payload(
     *,
     dataset_id: str,
@@ -134,7 +123,7 @@ def build_manifest_payload(
         "version": layout.FORMAT_VERSION,
         "dataset_id": dataset_id,
         "owner_key_id": owner_key_id,
-        "created": format_created(created),
+        "created": rfc3339(created),
         "classes": list(classes),
         "logo_sha256": logo_sha256,
         "shards": [s.to_dict() for s in sorted(shards, key=lambda s: s.name)],
@@ -168,8 +157,10 @@ def parse_manifest(envelope: bytes, owner: PublicIdentity, *, source: str = "man
         raise FormatError(f"{source}: invalid dataset_id")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         raise FormatError(f"{source}: classes must be a non-empty list of str")
-    if not isinstance(created, str) or not _CREATED_RE.fullmatch(created):
-        raise FormatError(f"{source}: created must be RFC 3339 UTC like 2025-01-02T03:04:05Z")
+    try:
+        created = parse_rfc3339(created)
+    except ValueError:
+        raise FormatError(f"{source}: created must be RFC 3339 UTC like 2025-01-02T03:04:05Z") from None
     if not is_sha256_digest(doc["logo_sha256"]) or not isinstance(doc["extra"], dict):
         raise FormatError(f"{source}: malformed logo_sha256 or extra")
     if not isinstance(doc["shards"], list):
@@ -180,7 +171,7 @@ def parse_manifest(envelope: bytes, owner: PublicIdentity, *, source: str = "man
     return Manifest(
         dataset_id=dataset_id,
         owner_key_id=doc["owner_key_id"],
-        created=datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc),
+        created=created,
         classes=tuple(classes),
         logo_sha256=doc["logo_sha256"],
         shards=shards,
