@@ -19,6 +19,11 @@ Sections of the report (all accuracies are fractions in ``[0, 1]``):
 * ``quality``: PSNR and SSIM of protected vs original, whole image and
   lesion-free region; lesion pixels changed; logo area and opacity.
 * ``cost``: model queries per image, wall time per image, device.
+* ``suite``: the attacker suite (:mod:`medlocker.report.attacks`): every
+  model's accuracy after every attack, the held-out mean per attack, the worst
+  case over the suite (the oracle excluded) and the oracle box separately, how
+  often template matching found the logo box (IoU >= 0.5) and the attacker's
+  PSNR inside the true box;
 * ``headline``: white-box accuracy (mean over surrogates), black-box accuracy
   (mean over held-out models), robust accuracy (mean over models of the
   accuracy after jpeg75, resize0.5 and median3), next to the paper's numbers.
@@ -38,6 +43,7 @@ import torch
 from torch import nn
 
 from medlocker.report import figures as fig
+from medlocker.report.attacks import SUITE, Attacker, attack, box_iou, locate_logo, worst_case_names
 from medlocker.report.metrics import (
     accuracy,
     attack_success_rate,
@@ -69,6 +75,8 @@ TARGETS = {
     "white_box_acc": 0.02,
     "black_box_acc": 0.25,
     "robust_acc": 0.30,
+    "worst_case_acc": 0.30,
+    "oracle_acc": 0.35,
     "queries_median": 50,
     "lesion_pixels_changed": 0,
 }
@@ -91,7 +99,10 @@ class EvalOptions:
 
     Attributes:
         transforms: names from :data:`~medlocker.report.robustness.TRANSFORMS`.
-        attacks: names from :data:`~medlocker.report.removal.ATTACKS`.
+        attacks: names from :data:`~medlocker.report.removal.ATTACKS` (the older
+            removal section; the suite below is the headline).
+        suite: attacks of the attacker suite, names from
+            :data:`~medlocker.report.attacks.SUITE`.
         batch_size: images per model forward pass.
         grid_per_grade: sample rows per grade in the figure grid.
         title: report title.
@@ -105,6 +116,7 @@ class EvalOptions:
 
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
+    suite: tuple[str, ...] = tuple(SUITE)
     batch_size: int = 32
     grid_per_grade: int = 2
     title: str = "MedLocker evaluation"
@@ -130,6 +142,8 @@ def evaluate(
     wall_time_s: float | None = None,
     device: str | torch.device = "cpu",
     options: EvalOptions = EvalOptions(),
+    attacker: Attacker | None = None,
+    attacker_models: Mapping[str, Mapping[str, nn.Module]] | None = None,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Measure a protected image set against the models and build the report.
 
@@ -156,6 +170,12 @@ def evaluate(
         wall_time_s: wall time the protection took for these N images.
         device: where the models run.
         options: what to measure (:class:`EvalOptions`).
+        attacker: what the suite's attacker holds (default: the public ``logo``
+            and no learned remover, so ``learned_remover`` is skipped).
+        attacker_models: preprocessing attack name -> model name -> the
+            attacker's model of that architecture trained on clean images
+            preprocessed that way; a model without one is measured as it is
+            (the report says which).
 
     Returns:
         ``(report, figures)``: a dict of plain values (NaN where undefined;
@@ -197,6 +217,8 @@ def evaluate(
         prot_acc, prot_pred = accs(protected)
         robustness = _robustness(d, options.transforms, accs)
         removal, removed = _removal(d, logo, options.attacks, accs)
+        suite = _suite(d, options.suite, attacker or Attacker(logo=logo), dict(attacker_models or {}), models,
+                       surrogates, _predict, device)
         # without a measured restoration the licensed images are the originals: no second pass
         licensed_acc = clean_acc if restored is None else accs(licensed_images)[0]
 
@@ -241,10 +263,11 @@ def evaluate(
             "chance_acc": chance,
         },
         "meta": dict(options.meta),
-        "headline": _headline(model_rows, robustness["protected"], quality, cost),
+        "headline": {**_headline(model_rows, robustness["protected"], quality, cost), **_suite_headline(suite)},
         "models": model_rows,
         "robustness": robustness,
         "removal": removal,
+        "suite": suite,
         "quality": quality,
         "cost": cost,
         "transfer": {str(r): {str(c): float(v) for c, v in row.items()} for r, row in transfer.items()},
@@ -301,6 +324,9 @@ def _check_inputs(
         raise ValueError("evaluate needs at least one image and one model")
     unknown_t = [t for t in options.transforms if t not in TRANSFORMS]
     unknown_a = [a for a in options.attacks if a not in ATTACKS]
+    unknown_s = [a for a in options.suite if a not in SUITE]
+    if unknown_s:
+        raise ValueError(f"unknown suite attacks {unknown_s}; the suite has: {', '.join(SUITE)}")
     if unknown_t or unknown_a:
         raise ValueError(f"unknown transforms {unknown_t} / attacks {unknown_a}; known: "
                          f"{', '.join(TRANSFORMS)} / {', '.join(ATTACKS)}")
@@ -367,7 +393,7 @@ def _removal(d: _Data, logo: np.ndarray, attacks: Sequence[str], accs: _Accs) ->
         estimate_quality = {
             "n": len(marked),
             "box_exact_fraction": len(right) / len(marked),
-            "box_iou": summarize(_iou(estimates[i].box, d.boxes[i]) for i in marked),
+            "box_iou": summarize(box_iou(estimates[i].box, d.boxes[i]) for i in marked),
             "opacity_abs_error": summarize(abs(estimates[i].opacity - int(d.placements[i].opacity)) for i in right),
         }
     return {
@@ -377,6 +403,95 @@ def _removal(d: _Data, logo: np.ndarray, attacks: Sequence[str], accs: _Accs) ->
         "protected_psnr_in_box": summarize(attacker_psnr(d.protected[i], d.originals[i], d.boxes[i]) for i in marked),
         "estimate": estimate_quality,
     }, removed
+
+
+def _suite(
+    d: _Data,
+    names: Sequence[str],
+    attacker: Attacker,
+    attacker_models: Mapping[str, Mapping[str, nn.Module]],
+    models: Mapping[str, nn.Module],
+    surrogates: frozenset[str],
+    predict_fn: Callable[[str, nn.Module, np.ndarray], np.ndarray],
+    device: torch.device,
+) -> dict[str, Any]:
+    """Every model against every attack of the suite; held-out means, the worst case and the oracle."""
+    names = list(names)
+    skipped: dict[str, str] = {}
+    if "learned_remover" in names and attacker.remover is None:
+        skipped["learned_remover"] = "no learned remover was given (Attacker.remover is None)"
+        names.remove("learned_remover")
+    marked = [i for i in range(d.n) if d.boxes[i] is not None]
+    located: list[Any] = [None] * d.n
+    if any(SUITE[n] == "removal" and n != "learned_remover" for n in names):
+        log.info("suite: locating the logo by template matching (%d images)", d.n)
+        located = [_locate_or_none(img, attacker.logo) for img in d.protected]
+    acc: dict[str, dict[str, float]] = {m: {} for m in models}
+    clean: dict[str, dict[str, float]] = {m: {} for m in models}
+    psnrs: dict[str, dict[str, Any]] = {}
+    own_models: dict[str, list[str]] = {}
+    flat = {f"{m}@{p}": clf for p, ms in attacker_models.items() for m, clf in ms.items()}
+    with _on_device(flat, device):
+        for n in names:
+            log.info("suite: %s", n)
+            out = np.stack([attack(n, d.protected[i], attacker, located=located[i], true_box=d.boxes[i])
+                            for i in range(d.n)])
+            ref = None
+            if SUITE[n] in ("preprocess", "purify"):  # the same kernel on clean images: the attacker's own baseline
+                ref = np.stack([attack(n, o, attacker) for o in d.originals])
+            own = attacker_models.get(n, {}) if SUITE[n] == "preprocess" else {}
+            if own:
+                own_models[n] = sorted(m for m in own if m in models)
+            for m, clf in models.items():
+                key, model = (f"{m}@{n}", own[m]) if m in own else (m, clf)
+                acc[m][n] = accuracy(predict_fn(key, model, out), d.labels)
+                if ref is not None:
+                    clean[m][n] = accuracy(predict_fn(key, model, ref), d.labels)
+            if SUITE[n] in ("removal", "oracle"):
+                psnrs[n] = summarize(attacker_psnr(out[i], d.originals[i], d.boxes[i]) for i in marked)
+    black = [m for m in models if m not in surrogates]
+    pool = black or list(models)
+    held_out = {n: float(np.mean([acc[m][n] for m in pool])) for n in names}
+    counted = [n for n in worst_case_names(names) if n in held_out]
+    worst = max(counted, key=lambda n: held_out[n]) if counted else None
+    found = None
+    if marked and any(located[i] is not None for i in marked):
+        ious = [0.0 if located[i] is None else box_iou(located[i].box, d.boxes[i]) for i in marked]
+        found = {"n": len(marked), "rate": float(np.mean([v >= 0.5 for v in ious])), "iou": summarize(ious)}
+    return {
+        "attacks": names,
+        "kinds": {n: SUITE[n] for n in names},
+        "skipped": skipped,
+        "accuracy": acc,
+        "clean_after_attack": {m: v for m, v in clean.items() if v},
+        "held_out": held_out,
+        "held_out_models": pool,
+        "held_out_is_all_models": not black,
+        "attacker_trained_models": own_models,
+        "worst_case": None if worst is None else {"attack": worst, "acc": held_out[worst]},
+        "oracle": None if "oracle_inpaint" not in held_out else {"attack": "oracle_inpaint",
+                                                                 "acc": held_out["oracle_inpaint"]},
+        "box_found": found,
+        "attacker_psnr": psnrs,
+        "remover": dict(attacker.remover_info),
+    }
+
+
+def _locate_or_none(img: np.ndarray, logo: np.ndarray) -> Any:
+    try:
+        return locate_logo(img, logo)
+    except ValueError:  # the image is too small for any logo size of the pyramid
+        return None
+
+
+def _suite_headline(suite: Mapping[str, Any]) -> dict[str, Any]:
+    worst, oracle, found = suite["worst_case"], suite["oracle"], suite["box_found"]
+    return {
+        "worst_case_acc": math.nan if worst is None else worst["acc"],
+        "worst_case_attack": None if worst is None else worst["attack"],
+        "oracle_acc": math.nan if oracle is None else oracle["acc"],
+        "box_found_rate": math.nan if found is None else found["rate"],
+    }
 
 
 def _licensed(originals: np.ndarray, restored: np.ndarray, *, assumed: bool) -> dict[str, Any]:
@@ -496,11 +611,3 @@ def _figures(
     for a, images in removed.items():
         out["removal_examples"] = grid(few, images, f"attacker: {a}")
     return out
-
-
-def _iou(a: Sequence[int], b: Sequence[int]) -> float:
-    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
