@@ -23,6 +23,15 @@ Search configurations (``RunConfig.configs``):
   --colour-steps`` does): the placement search keeps ``budget`` queries and the
   colour steps come on top.
 
+* any name of ``RunConfig.protections``: that search configuration object, held
+  whole (presets are data, the name is not decoded).
+
+Every configuration is measured against the attacker suite
+(:mod:`medlocker.report.attacks`): the run trains, besides the classifiers, a
+copy of each held-out architecture on clean training images preprocessed by
+each preprocessing attack (the attacker's own models) and the attacker's
+learned remover on clean training images with the public logo pasted on them.
+
 The models not named in a configuration's surrogates are its black-box
 (held-out) models. The packed-dataset path (protected shards + owner secrets)
 feeds :func:`~medlocker.report.evaluate.evaluate` the same arrays.
@@ -33,7 +42,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +52,9 @@ from PIL import Image
 from torch import nn
 
 from medlocker.report import figures as fig
+from medlocker.report.attacks import SUITE, Attacker
+from medlocker.report.attacks.learned import RemoverConfig, Remover, remover_psnr, train_remover
+from medlocker.report.attacks.preprocess import PREPROCESSORS
 from medlocker.report.evaluate import EvalOptions, evaluate
 from medlocker.report.html import write_report
 from medlocker.report.metrics import accuracy, predict
@@ -98,6 +110,14 @@ class RunConfig:
             configurations (all but the last) measure; None = the same as the
             primary. Their numbers only feed the comparison table, so a CPU run
             measures just the headline transforms there.
+        protections: named search configurations held whole (for example
+            ``{"default": SearchConfig(), "paper": ...}``); a name listed in
+            ``configs`` that is here runs that object (its ``seed`` is the run's).
+        suite: attacks of the attacker suite (:data:`medlocker.report.attacks.SUITE`).
+        attacker_epochs: training epochs of the attacker's preprocessed copies
+            (None = ``epochs``).
+        remover: how the attacker trains the learned remover.
+        remover_images: clean training images the remover is trained on.
         seed: data, training and search seed.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``, ...
     """
@@ -130,6 +150,11 @@ class RunConfig:
     attacks: tuple[str, ...] = ATTACKS
     secondary_transforms: tuple[str, ...] | None = None
     secondary_attacks: tuple[str, ...] | None = None
+    protections: Mapping[str, Any] = field(default_factory=dict)
+    suite: tuple[str, ...] = tuple(SUITE)
+    attacker_epochs: int | None = None
+    remover: RemoverConfig = RemoverConfig()
+    remover_images: int = 200
     seed: int = 0
     device: str = "auto"
 
@@ -141,9 +166,12 @@ class RunConfig:
         missing = [a for a in (*self.surrogates, *self.transfer_sources) if a not in self.archs]
         if missing or not self.surrogates:
             raise ValueError(f"surrogates and transfer sources must be among archs {self.archs}; missing {missing}")
-        bad = [c for c in self.configs if c not in CONFIG_NAMES]
+        bad = [c for c in self.configs if c not in CONFIG_NAMES and c not in self.protections]
         if bad or not self.configs:
-            raise ValueError(f"unknown configs {bad}; known: {', '.join(CONFIG_NAMES)}")
+            raise ValueError(f"unknown configs {bad}; known: {', '.join((*CONFIG_NAMES, *self.protections))}")
+        unknown = [a for a in self.suite if a not in SUITE]
+        if unknown:
+            raise ValueError(f"unknown suite attacks {unknown}; the suite has: {', '.join(SUITE)}")
 
 
 FULL = RunConfig(configs=("single", "ensemble", "ensemble_eot", "ensemble_eot_learned"))
@@ -226,6 +254,10 @@ def run_from_sources(
     t = time.perf_counter()
     models = _trained_models(config, out, device, progress, stage)
     timings["train_or_load"] = time.perf_counter() - t
+    t = time.perf_counter()
+    attacker_models = _attacker_models(config, out, device, progress, stage)
+    attacker = _attacker(config, out, base_logo, device, stage)
+    timings["attacker_train_or_load"] = time.perf_counter() - t
 
     runs: dict[str, dict[str, Any]] = {}
     predictions: dict[tuple[str, str], np.ndarray] = {}  # clean passes are shared by the configurations
@@ -234,9 +266,9 @@ def run_from_sources(
     for name in (config.configs[-1], *config.configs[:-1]):
         surrogates = _surrogates_for(name, config)
         logo = base_logo
-        if _learned(name) and name.removesuffix("_colours") in learned:  # the same surrogates and views: reuse
+        if _learned(config, name) and name.removesuffix("_colours") in learned:  # the same surrogates and views: reuse
             logo = learned[name.removesuffix("_colours")]
-        elif _learned(name):
+        elif _learned(config, name):
             stage(f"learning the logo's colours for {name} on {config.learn_images} training images "
                   f"({config.learn_steps} steps)")
             t = time.perf_counter()
@@ -258,12 +290,13 @@ def run_from_sources(
             else config.transforms
         attacks = config.secondary_attacks if secondary and config.secondary_attacks is not None else config.attacks
         options = EvalOptions(
-            transforms=tuple(transforms), attacks=tuple(attacks),
+            transforms=tuple(transforms), attacks=tuple(attacks), suite=config.suite,
             title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})", prediction_cache=predictions,
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
+                  "search_config": _plain(search),
                   "search": {"optimizer": config.optimizer, "budget": config.budget,
                              "eot": list(search.eot),
-                             "logo_mode": "learned" if _learned(name) else "fixed",
+                             "logo_mode": search.logo_mode,
                              "colour_steps": search.colour_steps,
                              "colour_eot": list(search.colour_views) if search.colour_steps else [],
                              "colour_cell": search.colour_cell,
@@ -274,6 +307,7 @@ def run_from_sources(
             originals=originals, protected=protected, labels=labels, lesion_boxes=lesion_boxes,
             placements=placements, queries=queries, models=models, surrogates=set(surrogates), logo=logo,
             wall_time_s=wall, device=device, synthetic=True, options=options,
+            attacker=attacker, attacker_models=attacker_models,
         )
         timings[f"evaluate_{name}"] = time.perf_counter() - t
         write_report(out / name, report, figures)
@@ -312,11 +346,16 @@ def _write_combined(
         }
     transfer.update({k: dict(v) for k, v in extra_transfer.items()})
     comparison = [_comparison_row(name, runs[name]) for name in done]
-    report = {**primary["report"], "comparison": comparison, "transfer": transfer, "timings_s": dict(timings)}
+    suite_table = {row["config"]: row["suite_held_out"] for row in comparison}
+    report = {**primary["report"], "comparison": comparison, "suite_table": suite_table, "transfer": transfer,
+              "timings_s": dict(timings)}
     if len(done) < len(config.configs):
         report["incomplete"] = f"configurations still running: {', '.join(c for c in config.configs if c not in runs)}"
     figures = {**primary["figures"], "transfer": fig.accuracy_heatmap(
         transfer, title="Accuracy (%): watermark source x target model")}
+    if any(suite_table.values()):
+        figures["suite_table"] = fig.accuracy_heatmap(
+            suite_table, title="Held-out accuracy (%): configuration x attack (synthetic data)")
     return write_report(out, report, figures), report
 
 
@@ -383,7 +422,8 @@ def _trained_models(
         clf, history = train_classifier(source, arch=arch, epochs=config.epochs, input_size=input_size,
                                         seed=config.seed, device=device, progress=progress)
         meta = {"val_accuracy": history["val_accuracy"], "epoch_seconds": history["epoch_seconds"]}
-        recal = recalibrate_batchnorm(clf, source, input_size=input_size, seed=config.seed, device=device)
+        recal = recalibrate_batchnorm(clf, source, val_keys=history["val_keys"], input_size=input_size,
+                                      device=device)
         if recal is not None:
             stage(f"{arch}: BatchNorm statistics recalibrated, val accuracy {history['val_accuracy'][-1]:.3f} -> "
                   f"{recal:.3f}")
@@ -395,7 +435,7 @@ def _trained_models(
 
 
 def recalibrate_batchnorm(
-    clf: nn.Module, source: Any, *, input_size: int, seed: int, device: torch.device, batch_size: int = 64
+    clf: nn.Module, source: Any, *, val_keys: Any, input_size: int, device: torch.device, batch_size: int = 64
 ) -> float | None:
     """Re-estimate slow BatchNorm running statistics on the training split; return the new val accuracy.
 
@@ -405,17 +445,21 @@ def recalibrate_batchnorm(
     predicts one class in eval mode although it has learned. This recomputes them as the
     exact average over the training split (momentum None, no gradient; weights unchanged),
     the standard BN recalibration. Models whose BatchNorm momentum is >= 0.1 are left
-    alone (None is returned).
+    alone (None is returned). ``val_keys`` are the validation keys ``train_classifier``
+    held out (its ``history["val_keys"]``): the rest is the training split.
     """
     from medlocker.data import load_image
-    from medlocker.models.train import _stratified_split, evaluate_accuracy, resize_uint8
+    from medlocker.models import evaluate_accuracy
+    from medlocker.models.train import resize_uint8
 
     bns = [m for m in clf.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or all(m.momentum is None or m.momentum >= 0.1 for m in bns):
         return None
     records = list(source.records)
     labels = np.asarray([r.label for r in records], dtype=np.int64)
-    train_idx, val_idx = _stratified_split(labels, 0.2, seed)  # the split train_classifier used
+    held = set(val_keys or ())
+    train_idx = np.asarray([i for i, r in enumerate(records) if r.key not in held], dtype=np.int64)
+    val_idx = np.asarray([i for i, r in enumerate(records) if r.key in held], dtype=np.int64)
 
     def images(idx: np.ndarray) -> torch.Tensor:
         return torch.stack([resize_uint8(torch.from_numpy(load_image(records[i].path)).permute(2, 0, 1), input_size)
@@ -461,18 +505,21 @@ def _protect(
     return protected, placements, [int(r.queries) for r in results]
 
 
-def _learned(name: str) -> bool:
-    return "_learned" in name
+def _learned(config: RunConfig, name: str) -> bool:
+    return _search_config(config, name).logo_mode == "learned"
 
 
 def _search_config(config: RunConfig, name: str):
     from medlocker.watermark import SearchConfig
 
+    if name in config.protections:  # held whole: nothing is decoded from the name
+        search = replace(config.protections[name], seed=config.seed)
+        return with_colour_budget(search, search.budget, len(_surrogates_for(name, config)))
     steps = config.colour_steps if name.endswith("_colours") else 0
     search = SearchConfig(
         optimizer=config.optimizer, budget=config.budget, seed=config.seed, eot=EOT_VIEWS if "_eot" in name else (),
         logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
-        logo_shrink=config.logo_shrink, logo_mode="learned" if _learned(name) else "fixed",
+        logo_shrink=config.logo_shrink, logo_mode="learned" if "_learned" in name else "fixed",
         colour_steps=steps, colour_margin=config.colour_margin, colour_eot=config.colour_eot,
         colour_cell=config.colour_cell,
     )
@@ -520,13 +567,118 @@ def _comparison_row(name: str, run: Mapping[str, Any]) -> dict[str, Any]:
         "queries_median": h["queries_median"],
         "wall_time_per_image_s": r["cost"]["wall_time_per_image_s"],
         "lesion_pixels_changed": h["lesion_pixels_changed"],
+        "worst_case_acc": h.get("worst_case_acc"),
+        "worst_case_attack": h.get("worst_case_attack"),
+        "oracle_acc": h.get("oracle_acc"),
+        "box_found_rate": h.get("box_found_rate"),
+        "suite_held_out": dict(r.get("suite", {}).get("held_out", {})),
     }
 
 
 def _plain_config(config: RunConfig) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+    return _plain(config)
+
+
+def _plain(obj: Any) -> Any:
+    """A (nested) config dataclass as plain JSON values."""
+    if hasattr(obj, "__dataclass_fields__"):
+        obj = asdict(obj)
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (tuple, list)):
+        return [_plain(v) for v in obj]
+    return obj
 
 
 def with_overrides(base: RunConfig, **overrides: Any) -> RunConfig:
     """``base`` with the given fields replaced (None values are ignored)."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _held_out_archs(config: RunConfig) -> list[str]:
+    """Architectures never used as a surrogate by any configuration of the run."""
+    return [a for a in config.archs if a not in config.surrogates]
+
+
+def _attacker_models(
+    config: RunConfig, out: Path, device: torch.device, progress: bool, stage: Callable[[str], None]
+) -> dict[str, dict[str, nn.Module]]:
+    """Per preprocessing attack of the suite, the attacker's copy of each held-out architecture.
+
+    Each copy is trained (same recipe and seed as the plain model) on the run's
+    clean training images preprocessed by that attack, written once as their
+    own source folder, and cached in ``out/models``.
+    """
+    from medlocker.data import load_image, open_source
+    from medlocker.models import load_checkpoint, save_checkpoint, train_classifier
+
+    pre = [a for a in config.suite if a in PREPROCESSORS]
+    held = _held_out_archs(config)
+    if not pre or not held:
+        return {}
+    plain_dir = out / f"train-data-seed{config.seed}-n{config.n_train}-{config.size}px"
+    input_size = config.model_size or config.size
+    epochs = config.attacker_epochs or config.epochs
+    result: dict[str, dict[str, nn.Module]] = {}
+    for p in pre:
+        data_dir = plain_dir.with_name(plain_dir.name + f"-{p}")
+        result[p] = {}
+        for arch in held:
+            ckpt = out / "models" / f"{arch}-{p}-{config.size}px-in{input_size}-{epochs}ep-n{config.n_train}-seed{config.seed}.pt"
+            if ckpt.exists():
+                stage(f"loading cached attacker model {arch} on {p} images ({ckpt.name})")
+                result[p][arch] = load_checkpoint(ckpt, map_location=device)
+                continue
+            if not (data_dir / "labels.csv").exists():
+                stage(f"writing the training images preprocessed by {p}")
+                plain = open_source(plain_dir)
+                (data_dir / "images").mkdir(parents=True, exist_ok=True)
+                for r in plain.records:
+                    Image.fromarray(PREPROCESSORS[p](load_image(r.path))).save(data_dir / "images" / Path(r.path).name)
+                (data_dir / "labels.csv").write_text((plain_dir / "labels.csv").read_text())  # last: marks it complete
+            stage(f"training the attacker's {arch} on {p}-preprocessed images ({epochs} epochs)")
+            clf, history = train_classifier(open_source(data_dir), arch=arch, epochs=epochs, input_size=input_size,
+                                            seed=config.seed, device=device, progress=progress)
+            meta = {"val_accuracy": history["val_accuracy"], "preprocessing": p}
+            recal = recalibrate_batchnorm(clf, open_source(data_dir), val_keys=history["val_keys"],
+                                          input_size=input_size, device=device)
+            if recal is not None:
+                meta["val_accuracy_bn_recalibrated"] = recal
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            save_checkpoint(clf, ckpt, meta=meta)
+            result[p][arch] = clf
+    return result
+
+
+def _attacker(config: RunConfig, out: Path, logo: np.ndarray, device: torch.device,
+              stage: Callable[[str], None]) -> Attacker:
+    """The attacker's public logo and learned remover (trained on clean training images, cached)."""
+    from medlocker.data import generate_fundus
+
+    if "learned_remover" not in config.suite:
+        return Attacker(logo=logo)
+    rc = config.remover
+    n_fit = max(1, min(config.remover_images, config.n_train - 16))
+    ckpt = out / "models" / (f"remover-{config.size}px-w{rc.width}-c{rc.crop}-{rc.steps}st-b{rc.batch_size}-"
+                             f"n{n_fit}-seed{rc.seed}-{config.seed}.pt")
+    # the attacker's own clean images: training indices, never evaluated; the last 16 check the remover
+    clean = np.stack([generate_fundus(config.seed, i, config.size).image for i in range(n_fit)])
+    check = [generate_fundus(config.seed, i, config.size).image for i in range(n_fit, min(n_fit + 16, config.n_train))]
+    t = time.perf_counter()
+    if ckpt.exists():
+        stage(f"loading the cached learned remover ({ckpt.name})")
+        model = Remover(rc.width)
+        model.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True))
+        model.eval()
+        losses: list[float] = []
+    else:
+        stage(f"training the attacker's learned remover ({rc.steps} steps on {n_fit} clean images + pasted logos)")
+        model, losses = train_remover(clean, logo, config=rc, device=device)
+        model = model.cpu()
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), ckpt)
+    info = {"config": _plain(rc), "n_train_images": n_fit, "train_seconds": time.perf_counter() - t,
+            "loss_first": float(np.mean(losses[:10])) if losses else None,
+            "loss_last": float(np.mean(losses[-10:])) if losses else None,
+            "held_out_pasted": remover_psnr(model, check, logo, seed=rc.seed + 1) if check else None}
+    return Attacker(logo=logo, remover=model, remover_info=info)

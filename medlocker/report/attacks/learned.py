@@ -31,7 +31,7 @@ from medlocker.report.attacks.locate import warp_logo
 from medlocker.report.metrics import check_image, psnr
 from medlocker.watermark.logo import MAX_LOGO_SCALE, logo_size
 
-__all__ = ["Remover", "RemoverConfig", "paste_logo", "train_remover", "remove_learned", "remover_psnr"]
+__all__ = ["Remover", "RemoverConfig", "paste_logo", "remove_learned", "remover_loss", "remover_psnr", "train_remover"]
 
 
 @dataclass(frozen=True)
@@ -140,6 +140,13 @@ def _crop_batch(
     return t(xs), t(ys), torch.from_numpy(np.stack(ms)).float()[:, None]
 
 
+def remover_loss(model: Remover, x: torch.Tensor, clean: torch.Tensor, mask: torch.Tensor, *,
+                 mask_weight: float = 0.5) -> torch.Tensor:
+    """L1 of the restored image against the clean one plus ``mask_weight`` x the mask's binary cross-entropy."""
+    out, logits = model(x)
+    return F.l1_loss(out, clean) + mask_weight * F.binary_cross_entropy_with_logits(logits, mask)
+
+
 def train_remover(
     clean: np.ndarray,
     logo: np.ndarray,
@@ -163,8 +170,7 @@ def train_remover(
     model.train()
     for _ in range(config.steps):
         x, y, m = (t.to(device) for t in _crop_batch(clean, logo, rng, config.batch_size, crop))
-        out, logits = model(x)
-        loss = F.l1_loss(out, y) + config.mask_weight * F.binary_cross_entropy_with_logits(logits, m)
+        loss = remover_loss(model, x, y, m, mask_weight=config.mask_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -4,7 +4,7 @@ The logo file and the renderer are public, so an attacker looks for the logo
 itself: normalised cross-correlation (``cv2.TM_CCOEFF_NORMED``) of the image
 with the logo's colours, weighted by its alpha, over a pyramid of sizes
 (area 1 % to 6.25 % of the image, the public size rule's range; smaller templates match noise) and
-rotations (every 15 degrees), first on a 2x downsample, then refined at full
+rotations (every 15 degrees), first on a 2x downsample (full resolution for logos under 20 px a side), then refined at full
 resolution around the best match (sizes within ~8 %, angles within 6 degrees).
 An alpha blend is affine in the logo on a smooth background, so the correlation
 peaks at the logo whatever its opacity.
@@ -36,6 +36,7 @@ ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-180, 180, 15))
 """Rotations (degrees, counter-clockwise) of the coarse search."""
 
 _MIN_SIDE = 5  # smaller templates match noise
+_MIN_COARSE_SIDE = 10  # templates matched on the downsample keep at least this many px a side
 _REFINE_SCALES = (0.84, 0.92, 1.0, 1.08, 1.17)
 _REFINE_ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)
 
@@ -108,10 +109,11 @@ def locate_logo(
     small = img if coarse == 1 else cv2.resize(img, (hw[1] // coarse, hw[0] // coarse), interpolation=cv2.INTER_AREA)
     best = None
     for size in sizes:
+        down = coarse if min(size) // coarse >= _MIN_COARSE_SIDE else 1  # small templates match noise when shrunk
         for angle in angles:
-            hit = _match(small, warp_logo(logo, size, angle), coarse)
+            hit = _match(small if down == coarse else img, warp_logo(logo, size, angle), down)
             if hit is not None and (best is None or hit[0] > best[0]):
-                best = (hit[0], size, angle, (hit[1] * coarse, hit[2] * coarse))
+                best = (hit[0], size, angle, (hit[1] * down, hit[2] * down))
     if best is None:
         raise ValueError(f"no logo size of the pyramid fits an image of {hw[0]}x{hw[1]}")
     _, (w0, h0), a0, (x0, y0) = best
