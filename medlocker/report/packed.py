@@ -176,8 +176,26 @@ def model_names(paths: Sequence[str | os.PathLike[str]], archs: Sequence[str]) -
 def _source_images(
     source: Any, keys: Sequence[str], resize: int | None
 ) -> tuple[dict[str, np.ndarray], dict[str, list[tuple[int, int, int, int]] | None]]:
-    """Source pixels and mask boxes per key, loaded exactly as the packer loads them."""
-    from medlocker.pack import _load  # the packer's own loader: same resize, same mask boxes
+    """Source pixels and mask boxes per key, loaded as the packer loads them.
+
+    The packer's rule, from public functions: decode with
+    :func:`medlocker.data.load_image`, resize square with Pillow's bicubic filter when
+    the run resized, and box every lesion pixel of the record's mask files
+    (:func:`medlocker.watermark.boxes_from_masks` with ``min_area=1``); a record without
+    mask files has no lesions when its source has a mask folder, and unknown lesions
+    (None: Grad-CAM) otherwise.
+    """
+    from medlocker.data import load_image, load_mask
+    from medlocker.watermark import boxes_from_masks
+
+    def load(record: Any) -> tuple[np.ndarray, list[Any] | None]:
+        image = load_image(record.path)
+        if resize:
+            image = np.asarray(Image.fromarray(image).resize((resize, resize), Image.BICUBIC))
+        if not record.masks:
+            return image, ([] if source.masks is not None else None)
+        masks = [load_mask(m, image.shape[:2]) for m in record.masks]
+        return image, boxes_from_masks(masks, min_area=1)
 
     by_key = {r.key: r for r in source.records}
     missing = [k for k in keys if k not in by_key]
@@ -185,7 +203,7 @@ def _source_images(
         raise ValueError(f"the source lacks {len(missing)} packed sample(s), e.g. {missing[:3]}: wrong --source?")
     images, boxes = {}, {}
     for k in keys:
-        img, b = _load(by_key[k], resize, source.masks is not None)
+        img, b = load(by_key[k])
         images[k] = img
         boxes[k] = None if b is None else [tuple(int(v) for v in box) for box in b]
     return images, boxes
