@@ -354,3 +354,30 @@ def test_to_jsonable_has_no_nan() -> None:
     out = to_jsonable({"a": math.nan, "b": math.inf, "c": np.float32(0.5), "d": (1, np.int64(2)), "e": np.arange(2)})
     assert out == {"a": None, "b": "inf", "c": 0.5, "d": [1, 2], "e": [0, 1]}
     json.dumps(out, allow_nan=False)
+
+
+def test_suite_section(evaluated: tuple[dict, dict]) -> None:
+    report, _ = evaluated
+    s = report["suite"]
+    # 32 px images: no logo size of the matcher's pyramid fits, so the blind removals leave the image as it is
+    assert s["skipped"] == {"learned_remover": "no learned remover was given (Attacker.remover is None)"}
+    assert "learned_remover" not in s["attacks"] and s["attacks"][0] == "published"
+    assert s["held_out_models"] == ["black"]
+    assert s["accuracy"]["black"]["published"] == pytest.approx(report["models"]["black"]["protected_acc"])
+    assert s["held_out"]["inpaint_telea"] == pytest.approx(s["held_out"]["published"])
+    counted = {a: v for a, v in s["held_out"].items() if a != "oracle_inpaint"}
+    assert s["worst_case"]["acc"] == pytest.approx(max(counted.values()))
+    assert s["oracle"]["attack"] == "oracle_inpaint"
+    # the oracle inpaints the white-box reader's code block on images 0-2 with the grey around it (code 1)
+    assert s["accuracy"]["white"]["oracle_inpaint"] == pytest.approx(3 / 6)
+    assert set(s["clean_after_attack"]["white"]) == {"graham", "clahe", "jpeg50", "jpeg30", "blur", "bits4"}
+    h = report["headline"]
+    assert h["worst_case_acc"] == s["worst_case"]["acc"] and h["oracle_acc"] == s["oracle"]["acc"]
+
+
+def test_html_escapes_report_values(evaluated: tuple[dict, dict]) -> None:
+    report, _ = evaluated
+    evil = "<script>alert(1)</script>"
+    models = {evil: report["models"]["white"], **report["models"]}
+    text = build_html({**report, "models": models, "title": evil, "meta": {"note": evil}}, {})
+    assert evil not in text and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
