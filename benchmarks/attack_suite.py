@@ -16,7 +16,6 @@ and the oracle. All numbers are on synthetic data.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys

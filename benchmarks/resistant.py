@@ -37,8 +37,8 @@ from PIL import Image
 from medlocker.cli import view_list
 from medlocker.models import resolve_device
 from medlocker.report.metrics import predict
-from medlocker.report.pipeline import CPU, GPU, QUICK, _evaluation_images, _learned_logo, _search_config, \
-    _trained_models, with_colour_budget, with_overrides
+from medlocker.report.pipeline import CPU, GPU, QUICK, evaluation_images, learned_logo, search_config, \
+    trained_models, with_colour_budget, with_overrides
 from medlocker.watermark import SearchConfig, default_logo, protect, render_exact
 from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask
 from medlocker.watermark.logo import logo_size
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     def stage(msg: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
-    images, labels, boxes = _evaluation_images(cfg, args.out)
+    images, labels, boxes = evaluation_images(cfg, args.out)
     images, labels, boxes = images[:args.n], labels[:args.n], boxes[:args.n]
-    models = _trained_models(cfg, args.out, device, True, stage)
+    models = trained_models(cfg, args.out, device, True, stage)
     surrogates = [models[s] for s in cfg.surrogates]
     logo_path = next((q for q in (args.out / PRIMARY / "logo.png", args.out / "ensemble_learned" / "logo.png")
                       if q.exists()), None)
@@ -137,8 +137,8 @@ def main(argv: list[str] | None = None) -> int:
         logo = np.asarray(Image.open(logo_path).convert("RGBA"))
     else:
         stage(f"learning the logo's colours ({cfg.learn_steps} steps on {cfg.learn_images} images)")
-        logo = _learned_logo(cfg, PRIMARY, surrogates, default_logo(), device)
-    search = _search_config(cfg, PRIMARY)
+        logo = learned_logo(cfg, PRIMARY, surrogates, default_logo(), device)
+    search = search_config(cfg, PRIMARY)
     seeds = [cfg.n_train + i for i in range(args.n)]  # as in the report: the same placements
 
     def protect_and_score(idx: list[int], config: SearchConfig) -> dict[str, Any]:

@@ -46,7 +46,7 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from evaluate import build_parser, config_from_args
 
-    from medlocker.report.pipeline import CPU, GPU, _search_config
+    from medlocker.report.pipeline import CPU, GPU, search_config
 
     parse = build_parser().parse_args
     gpu = config_from_args(parse(["--gpu", "--out", "x"]))
@@ -54,7 +54,7 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     same = config_from_args(parse("--cpu --epochs 10 --model-size 224 --device auto --colour-eot jpeg75,resize0.5,median3 "
                                   "--colour-cell 4 --logo-shrink 0.7 --out x".split()))
     assert same == GPU  # the preset is exactly the documented command
-    search = _search_config(gpu, "ensemble_learned_colours")
+    search = search_config(gpu, "ensemble_learned_colours")
     assert search.colour_views == ("jpeg75", "resize0.5", "median3") and search.eot == ()
     # the colour steps' queries (4 views, 2 surrogates) and the plain-logo check come on top of the search budget
     assert search.budget == gpu.budget + (gpu.colour_steps * 4 + 1) * 2

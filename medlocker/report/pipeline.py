@@ -61,7 +61,11 @@ from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
 
-__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_colour_budget", "with_overrides"]
+__all__ = [
+    "CONFIG_NAMES", "CPU", "EOT_VIEWS", "FULL", "GPU", "QUICK", "RunConfig", "evaluation_images", "learned_logo",
+    "recalibrate_batchnorm", "run_from_sources", "search_config", "trained_models", "with_colour_budget",
+    "with_overrides",
+]
 
 log = logging.getLogger(__name__)
 
@@ -248,11 +252,11 @@ def run_from_sources(
 
     t = time.perf_counter()
     stage(f"synthesizing {config.n_images} evaluation images at {config.size} px")
-    originals, labels, lesion_boxes = _evaluation_images(config, out)
+    originals, labels, lesion_boxes = evaluation_images(config, out)
     timings["synthesize"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    models = _trained_models(config, out, device, progress, stage)
+    models = trained_models(config, out, device, progress, stage)
     timings["train_or_load"] = time.perf_counter() - t
     t = time.perf_counter()
     attacker_models = _attacker_models(config, out, device, progress, stage)
@@ -272,7 +276,7 @@ def run_from_sources(
             stage(f"learning the logo's colours for {name} on {config.learn_images} training images "
                   f"({config.learn_steps} steps)")
             t = time.perf_counter()
-            logo = _learned_logo(config, name, [models[s] for s in surrogates], base_logo, device)
+            logo = learned_logo(config, name, [models[s] for s in surrogates], base_logo, device)
             learned[name.removesuffix("_colours")] = logo
             timings[f"learn_logo_{name}"] = time.perf_counter() - t
         stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
@@ -285,7 +289,7 @@ def run_from_sources(
         t = time.perf_counter()
         primary = name == config.configs[-1]
         secondary = not primary
-        search = _search_config(config, name)
+        search = search_config(config, name)
         transforms = config.secondary_transforms if secondary and config.secondary_transforms is not None \
             else config.transforms
         attacks = config.secondary_attacks if secondary and config.secondary_attacks is not None else config.attacks
@@ -363,7 +367,7 @@ def _surrogates_for(name: str, config: RunConfig) -> tuple[str, ...]:
     return config.surrogates[:1] if name.startswith("single") else config.surrogates
 
 
-def _evaluation_images(
+def evaluation_images(
     config: RunConfig, out: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray, list[list[tuple[int, int, int, int]]]]:
     """The evaluation images (indices after the training ones), cached in ``out`` as ``.npz``."""
@@ -395,9 +399,10 @@ def _evaluation_images(
     return result
 
 
-def _trained_models(
+def trained_models(
     config: RunConfig, out: Path, device: torch.device, progress: bool, stage: Callable[[str], None]
 ) -> dict[str, nn.Module]:
+    """One classifier per architecture of the run, trained on the synthetic training set (cached in ``out``)."""
     from medlocker.data import open_source, write_synthetic_dataset
     from medlocker.models import load_checkpoint, save_checkpoint, train_classifier
 
@@ -494,7 +499,7 @@ def _protect(
 ) -> tuple[np.ndarray, list[Any], list[int]]:
     from medlocker.watermark import protect, render_exact
 
-    search = _search_config(config, name)
+    search = search_config(config, name)
     results = protect(originals, labels.tolist(), lesion_boxes, [models[s] for s in surrogates], logo=logo,
                       config=search, device=device, seeds=list(range(config.n_train, config.n_train + len(labels))))
     placements = [r.placement for r in results]
@@ -506,10 +511,11 @@ def _protect(
 
 
 def _learned(config: RunConfig, name: str) -> bool:
-    return _search_config(config, name).logo_mode == "learned"
+    return search_config(config, name).logo_mode == "learned"
 
 
-def _search_config(config: RunConfig, name: str):
+def search_config(config: RunConfig, name: str):
+    """The search configuration the run protects with under ``name`` (colour steps paid on top of the budget)."""
     from medlocker.watermark import SearchConfig
 
     if name in config.protections:  # held whole: nothing is decoded from the name
@@ -538,7 +544,7 @@ def with_colour_budget(search, placement_budget: int, n_surrogates: int):
     return replace(search, budget=placement_budget + cost)
 
 
-def _learned_logo(
+def learned_logo(
     config: RunConfig, name: str, surrogates: list[nn.Module], logo: np.ndarray, device: torch.device
 ) -> np.ndarray:
     """The logo recoloured against ``surrogates`` on the first ``learn_images`` training images."""
@@ -550,7 +556,7 @@ def _learned_logo(
     boxes = [[tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)] for s in samples]
     generator = torch.Generator().manual_seed(config.seed)
     return learn_logo(images, [s.label for s in samples], boxes, surrogates, logo=logo,
-                      config=_search_config(config, name.removesuffix("_colours")), steps=config.learn_steps,
+                      config=search_config(config, name.removesuffix("_colours")), steps=config.learn_steps,
                       generator=generator,
                       device=device)
 
