@@ -36,6 +36,8 @@ __all__ = [
     "protection_preset",
     "SearchConfig",
     "FLAT_NAMES",
+    "MARK_MAX_CHANGE",
+    "MARK_SSIM_MIN",
 ]
 
 UNIVERSAL_MODES = ("fixed", "learned")
@@ -118,7 +120,12 @@ class TextureConfig:
         cell: one colour offset per ``cell x cell`` px block, bilinearly upsampled over the
             logo: a low-frequency texture, which survives resizing and JPEG. 1 = per pixel.
         eot: the views of the steps; None = the placement search's views.
-        lr: Adam learning rate on the colours' logits.
+        lr: Adam learning rate on the colour offsets.
+        max_change: when set, every channel of the textured logo stays within this many
+            levels (0..255) of the logo's own colour (``base + max_change * tanh(offset)``), so
+            the mark keeps its light and dark structure and stays readable as the owner's
+            logo; None: any colour (``sigmoid(logit(base) + offset)``), which can turn the
+            mark into coloured noise.
     """
 
     steps: int = 0
@@ -126,8 +133,11 @@ class TextureConfig:
     cell: int = 1
     eot: tuple[str, ...] | None = None
     lr: float = 0.15
+    max_change: int | None = None
 
     def __post_init__(self) -> None:
+        if self.max_change is not None and not 1 <= self.max_change <= 255:
+            raise ValueError(f"texture max_change must be in 1..255 or None, got {self.max_change}")
         if self.steps < 0 or self.margin < 0 or self.lr <= 0:
             raise ValueError("texture steps and margin must be >= 0 and lr > 0")
         if self.cell < 1:
@@ -247,10 +257,16 @@ class ProtectionConfig:
         return plain(self)
 
 
+MARK_MAX_CHANGE = 64
+"""The presets' bound on the texture (levels per channel around the logo's colours): keeps the
+mark recognisable (see :data:`MARK_SSIM_MIN` and ``benchmarks/protection.py``)."""
+MARK_SSIM_MIN = 0.5
+"""Every preset's mark must keep at least this SSIM of its luminance against the logo's."""
+
 _PAPER = ProtectionConfig(placement=PlacementConfig(min_logo_scale=0.01))
 _STANDARD = ProtectionConfig(
     placement=PlacementConfig(budget=40, logo_scale=0.0625, min_logo_scale=0.01, logo_shrink=0.7, opacity=(96, 255)),
-    texture=TextureConfig(steps=100, cell=4),
+    texture=TextureConfig(steps=100, cell=4, max_change=MARK_MAX_CHANGE),
     universal=UniversalConfig(mode="learned"),
 )
 _STRONG = replace(_STANDARD, texture=replace(_STANDARD.texture, eot=("jpeg75", "resize0.5", "median3")))
@@ -292,6 +308,7 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "learn_steps": ("universal", "steps"), "learn_images": ("universal", "images"),
     "colour_steps": ("texture", "steps"), "colour_margin": ("texture", "margin"),
     "colour_eot": ("texture", "eot"), "colour_cell": ("texture", "cell"),
+    "colour_max_change": ("texture", "max_change"),
     "seed": ("", "seed"), "amp": ("", "amp"), "batch_size": ("", "batch_size"),
 })
 

@@ -188,7 +188,8 @@ def protect(
             texture_objective = Objective(surrogates, tex.views(place), margin=max(place.margin, tex.margin),
                                           amp=objective.amp, batch_size=config.batch_size)
             own, taken = refine_textures(x, lab, placements, sized, texture_objective, steps=tex.steps,
-                                         cell=tex.cell, lr=tex.lr, batch_size=config.batch_size)
+                                         cell=tex.cell, lr=tex.lr, batch_size=config.batch_size,
+                                         max_change=tex.max_change)
             queries += torch.tensor(taken, dtype=torch.long) * texture_objective.cost
             textured = _render_placements(x, placements, sized, own, dev)
             worst_t = objective.check(textured, lab).cpu()

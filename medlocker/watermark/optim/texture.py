@@ -66,17 +66,24 @@ class BatchedAdam:
         self.param[idx] = self.param[idx] - (self.lr / bc1) * self.m[idx] / (self.v[idx].sqrt() / bc2.sqrt() + self.eps)
 
 
-def texture_colours(logits: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
-    """Colours in ``[0, 1]``: the logo's colour logits ``[1, 3, h, w]`` plus per-cell offsets
-    ``[N, 3, ch, cw]``, bilinearly upsampled to ``h x w`` when the cells are coarser than pixels."""
-    if offsets.shape[-2:] != logits.shape[-2:]:
-        offsets = torch.nn.functional.interpolate(offsets, size=logits.shape[-2:], mode="bilinear", align_corners=False)
-    return torch.sigmoid(logits + offsets)
+def texture_colours(base: torch.Tensor, offsets: torch.Tensor, max_change: int | None = None) -> torch.Tensor:
+    """Colours in ``[0, 1]`` from the logo's own colours ``base`` ``[1, 3, h, w]`` and per-cell offsets
+    ``[N, 3, ch, cw]`` (bilinearly upsampled to ``h x w`` when the cells are coarser than pixels).
+
+    ``max_change`` None: ``sigmoid(logit(base) + offset)``, any colour reachable. Else
+    ``base + max_change / 255 * tanh(offset)``: every channel stays within ``max_change`` of the
+    logo's own colour, so the mark keeps its light and dark parts (its text stays readable)."""
+    if offsets.shape[-2:] != base.shape[-2:]:
+        offsets = torch.nn.functional.interpolate(offsets, size=base.shape[-2:], mode="bilinear", align_corners=False)
+    if max_change is None:
+        return torch.sigmoid(torch.logit(base.clamp(0.02, 0.98)) + offsets)
+    return (base + (max_change / 255.0) * torch.tanh(offsets)).clamp(0.0, 1.0)
 
 
 def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placement | None],
                     sized: dict[tuple[int, int], np.ndarray], objective: Objective, *, steps: int, cell: int,
-                    lr: float, batch_size: int) -> tuple[list[np.ndarray | None], list[int]]:
+                    lr: float, batch_size: int, max_change: int | None = None,
+                    ) -> tuple[list[np.ndarray | None], list[int]]:
     """Per-image logo RGB at fixed placements; ``x`` float ``[B, 3, H, W]`` on the device.
 
     Args:
@@ -84,7 +91,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
         placements: per image (None: skipped).
         sized: the logo at each placement size ``(w, h)``.
         objective: the texture's objective (its views and margin).
-        steps, cell, lr, batch_size: see :class:`~medlocker.watermark.config.TextureConfig`.
+        steps, cell, lr, batch_size, max_change: see :class:`~medlocker.watermark.config.TextureConfig`.
 
     Returns:
         Per image the ``uint8`` RGBA logo at its placement's size (alpha unchanged) or None,
@@ -108,7 +115,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
             index = torch.tensor(part, device=dev)
             xy = torch.tensor([[p.x, p.y] for p in ps], dtype=torch.long, device=dev)
             op = torch.tensor([p.opacity for p in ps], dtype=torch.float32, device=dev)
-            logits = torch.logit(base[:3].clamp(0.02, 0.98)).unsqueeze(0)
+            colours = base[:3].unsqueeze(0)
             cells = (-(-h // cell), -(-w // cell))
             theta = torch.zeros(n, 3, *cells, device=dev)  # colour-logit offsets, one per cell
             alpha = base[3:].expand(n, -1, -1, -1)
@@ -121,7 +128,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
                     break
                 with torch.enable_grad():
                     th = theta[idx].requires_grad_(True)
-                    rgba = torch.cat([texture_colours(logits, th), alpha[: idx.numel()]], dim=1)
+                    rgba = torch.cat([texture_colours(colours, th, max_change), alpha[: idx.numel()]], dim=1)
                     loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
                                           labels[index[idx]]).loss
                     (g,) = torch.autograd.grad(loss.sum(), th)
@@ -129,7 +136,8 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
                 done = loss.detach() <= floor + 1e-6  # past the margin everywhere: keep these colours
                 active[idx[done]] = False
                 adam.step(idx[~done], g[~done])
-            rgb = torch.round(texture_colours(logits, theta) * 255).clamp(0, 255).to(torch.uint8).cpu().numpy()
+            rgb = torch.round(texture_colours(colours, theta, max_change) * 255).clamp(0, 255).to(torch.uint8)
+            rgb = rgb.cpu().numpy()
             for j, (i, k) in enumerate(zip(part, done_steps.tolist())):
                 lg = small.copy()
                 lg[..., :3] = rgb[j].transpose(1, 2, 0)
@@ -182,4 +190,5 @@ def refine_colors(
         objective = Objective(surrogates, tex.views(config.placement), margin=max(config.placement.margin, margin),
                               amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
         return refine_textures(x, y, placements, sized, objective, steps=steps, cell=tex.cell,
-                               lr=tex.lr if lr is None else float(lr), batch_size=config.batch_size)[0]
+                               lr=tex.lr if lr is None else float(lr), batch_size=config.batch_size,
+                               max_change=tex.max_change)[0]
