@@ -7,14 +7,19 @@ import json
 import numpy as np
 from PIL import Image
 
-from medlocker.report.pipeline import RunConfig, run_from_sources
+from medlocker.report.attacks.learned import RemoverConfig
+from medlocker.report.pipeline import REPORT_PROTECTION, RunConfig, configurations, run_from_sources
+
+SUITE = ("published", "graham", "inpaint_telea", "learned_remover", "jpeg30", "oracle_inpaint")
 
 
 def test_pipeline_fixed_and_learned_logo(tmp_path) -> None:
     config = RunConfig(
         n_images=6, n_train=24, size=48, archs=("smallcnn", "resnet18"), surrogates=("smallcnn",), epochs=1,
-        configs=("ensemble", "ensemble_learned"), budget=8, learn_steps=3, learn_images=8, device="cpu",
-        transforms=("jpeg75",), attacks=("inverse_blend",), secondary_attacks=(),
+        configs=configurations("ensemble", "ensemble_learned",
+                               base=REPORT_PROTECTION.override(budget=8, learn_steps=3, learn_images=8)), device="cpu",
+        transforms=("jpeg75",), attacks=("inverse_blend",), secondary_attacks=(), suite=SUITE,
+        remover=RemoverConfig(steps=2, batch_size=2, crop=32, width=8), remover_images=8,
     )
     result = run_from_sources(config, tmp_path, progress=False)
     report = json.loads((tmp_path / "report.json").read_text())
@@ -31,6 +36,18 @@ def test_pipeline_fixed_and_learned_logo(tmp_path) -> None:
     # the two configurations protected the same images: their clean accuracies agree
     for m in ("smallcnn", "resnet18"):
         assert np.isclose(fixed["models"][m]["clean_acc"], report["models"][m]["clean_acc"])
+    # the attacker suite: every configuration against every attack, the attacker's own graham-trained resnet18
+    assert set(report["suite_table"]) == {"ensemble", "ensemble_learned"}
+    assert all(list(row) == list(SUITE) for row in report["suite_table"].values())
+    suite = report["suite"]
+    assert suite["attacker_trained_models"] == {"graham": ["resnet18"]} and suite["held_out_models"] == ["resnet18"]
+    assert suite["worst_case"]["attack"] != "oracle_inpaint"
+    assert suite["worst_case"]["acc"] == max(v for a, v in suite["held_out"].items() if a != "oracle_inpaint")
+    assert suite["remover"]["held_out_pasted"]["n"] > 0
+    for row in report["comparison"]:
+        assert 0.0 <= row["worst_case_acc"] <= 1.0 and row["worst_case_acc"] >= row["black_box_acc"]
+    assert (tmp_path / "models" / "resnet18-graham-48px-in48-1ep-n24-seed0.pt").exists()
+    assert "Attacker suite" in (tmp_path / "report.html").read_text()
     assert (tmp_path / "report.html").stat().st_size > 0
     with Image.open(tmp_path / "ensemble_learned" / "logo.png") as learned, \
             Image.open(tmp_path / "ensemble" / "logo.png") as fixed:
@@ -46,7 +63,7 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from evaluate import build_parser, config_from_args
 
-    from medlocker.report.pipeline import CPU, GPU, search_config
+    from medlocker.report.pipeline import CPU, GPU
 
     parse = build_parser().parse_args
     gpu = config_from_args(parse(["--gpu", "--out", "x"]))
@@ -54,11 +71,13 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     same = config_from_args(parse("--cpu --epochs 10 --model-size 224 --device auto --colour-eot jpeg75,resize0.5,median3 "
                                   "--colour-cell 4 --logo-shrink 0.7 --out x".split()))
     assert same == GPU  # the preset is exactly the documented command
-    search = search_config(gpu, "ensemble_learned_colours")
-    assert search.colour_views == ("jpeg75", "resize0.5", "median3") and search.eot == ()
+    protection = gpu.configuration("ensemble_learned_colours").protection
+    assert protection.texture.views(protection.placement) == ("jpeg75", "resize0.5", "median3")
+    assert protection.placement.eot == ()
     # the colour steps' queries (4 views, 2 surrogates) and the plain-logo check come on top of the search budget
-    assert search.budget == gpu.budget + (gpu.colour_steps * 4 + 1) * 2
-    assert config_from_args(parse(["--cpu", "--colour-eot", "none", "--out", "x"])).colour_eot == ()
+    assert protection.queries(2) == protection.placement.budget + (protection.texture.steps * 4 + 1) * 2
+    none = config_from_args(parse(["--cpu", "--colour-eot", "none", "--out", "x"]))
+    assert none.configuration("ensemble_learned_colours").protection.texture.eot == ()
     with pytest.raises(ValueError, match="presets"):
         config_from_args(parse(["--cpu", "--gpu", "--out", "x"]))
     with pytest.raises(SystemExit):
