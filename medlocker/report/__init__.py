@@ -1,4 +1,4 @@
-"""Evaluation: metrics, robustness transforms, removal attacks, figures and the HTML report.
+"""Evaluation: metrics, the attacker suite, robustness transforms, figures and the HTML report.
 
 :func:`evaluate` turns arrays (originals, protected images, placements, query
 counts) and models into a report dict plus PNG figures; :func:`write_report`
@@ -10,6 +10,7 @@ the caller's business.
 matplotlib and OpenCV come with the ``report`` extra.
 """
 
+from medlocker.report.attacks import SUITE, Attacker, attack
 from medlocker.report.evaluate import PAPER, TARGETS, EvalOptions, evaluate
 from medlocker.report.html import build_html, to_jsonable, write_report
 from medlocker.report.metrics import (
@@ -26,6 +27,9 @@ from medlocker.report.robustness import TRANSFORMS, apply
 
 __all__ = [
     "ATTACKS",
+    "SUITE",
+    "Attacker",
+    "attack",
     "EvalOptions",
     "PAPER",
     "TARGETS",

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from medlocker.report.attacks.inpaint import dilate, inpaint_mask
+from medlocker.report.attacks.invert import estimate_opacity as estimate_map_opacity
 from medlocker.report.metrics import check_image, psnr
 from medlocker.watermark.logo import MAX_LOGO_SCALE, logo_size, resize_logo
 
@@ -117,31 +119,14 @@ def estimate_logo_box(
 
 
 def estimate_opacity(watermarked: np.ndarray, logo_rgba: np.ndarray, box: Sequence[int]) -> int:
-    """Opacity (1..254) whose inverse blend leaves the smoothest patch in ``box``.
+    """Opacity (1..255) whose inverse blend leaves the smoothest patch in ``box``.
 
-    Scores each candidate by the L1 total variation of the recovered box plus a
-    one-pixel ring of untouched neighbours (which anchors the patch to its
-    surroundings): 32 coarse candidates, then every value near the best.
+    The axis-aligned case of :func:`medlocker.report.attacks.invert.estimate_opacity`
+    (the logo resized to ``box``, as the renderer places it).
     """
     img = check_image(watermarked)
-    x0, y0, x1, y1 = _clip_box(box, img.shape)
-    rx0, ry0, rx1, ry1 = max(x0 - 1, 0), max(y0 - 1, 0), min(x1 + 1, img.shape[1]), min(y1 + 1, img.shape[0])
-    region = img[ry0:ry1, rx0:rx1].astype(np.float64)
-    logo = resize_logo(logo_rgba, x1 - x0, y1 - y0).astype(np.float64)
-    alpha = np.zeros(region.shape[:2] + (1,))
-    colour = np.zeros(region.shape)
-    alpha[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0, 0] = logo[..., 3]
-    colour[y0 - ry0 : y1 - ry0, x0 - rx0 : x1 - rx0] = logo[..., :3]
-
-    def tv(candidates: np.ndarray) -> np.ndarray:
-        a = alpha[None] * candidates[:, None, None, None]  # [K, h, w, 1]
-        x = (_FULL * region[None] - colour[None] * a) / (_FULL - a)
-        return np.abs(np.diff(x, axis=1)).sum(axis=(1, 2, 3)) + np.abs(np.diff(x, axis=2)).sum(axis=(1, 2, 3))
-
-    coarse = np.arange(4, 255, 8, dtype=np.float64)
-    c = coarse[int(np.argmin(tv(coarse)))]
-    fine = np.arange(max(1, c - 8), min(254, c + 8) + 1, dtype=np.float64)
-    return int(fine[int(np.argmin(tv(fine)))])
+    alpha, colour = _box_layer(logo_rgba, _clip_box(box, img.shape), img.shape)
+    return estimate_map_opacity(img, alpha, colour)
 
 
 def estimate_blend(watermarked: np.ndarray, logo_rgba: np.ndarray) -> BlendEstimate:
@@ -170,22 +155,15 @@ def inpaint(
         radius: inpainting neighbourhood radius in pixels.
     """
     img = check_image(watermarked)
-    flags = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
-    if method not in flags:
-        raise ValueError(f"unknown inpainting method {method!r}; known: {', '.join(flags)}")
     x0, y0, x1, y1 = _clip_box(box, img.shape)
-    mask = np.zeros(img.shape[:2], dtype=np.uint8)
-    if x1 <= x0 or y1 <= y0:
-        return img.copy()
-    if logo_rgba is None:
-        mask[y0:y1, x0:x1] = 255
-    else:
-        shape = (resize_logo(logo_rgba, x1 - x0, y1 - y0)[..., 3] > 0).astype(np.uint8) * 255
-        mask[y0:y1, x0:x1] = cv2.dilate(shape, np.ones((3, 3), np.uint8))
-    out = cv2.inpaint(np.ascontiguousarray(img), mask, float(radius), flags[method])
-    keep = mask == 0  # cv2.inpaint leaves unmasked pixels alone; make it a guarantee
-    out[keep] = img[keep]
-    return out
+    mask = np.zeros(img.shape[:2], dtype=bool)
+    if x1 > x0 and y1 > y0:
+        if logo_rgba is None:
+            mask[y0:y1, x0:x1] = True
+        else:
+            alpha, _ = _box_layer(logo_rgba, (x0, y0, x1, y1), img.shape)
+            mask[y0:y1, x0:x1] = dilate(alpha > 0, 1)[y0:y1, x0:x1]
+    return inpaint_mask(img, mask, method=method, radius=radius)
 
 
 def inverse_blend(watermarked: np.ndarray, logo_rgba: np.ndarray, box: Sequence[int], opacity: int) -> np.ndarray:
@@ -287,6 +265,16 @@ def _match_sizes(img: np.ndarray, logo: np.ndarray, sizes: Sequence[tuple[int, i
         if score > best[0]:
             best = (float(score), (int(x), int(y), int(x) + w, int(y) + h))
     return best
+
+
+def _box_layer(logo: np.ndarray, box: Box, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The logo resized into ``box``: ``(alpha [H, W] in 0..1, colour [H, W, 3])``."""
+    x0, y0, x1, y1 = box
+    alpha, colour = np.zeros(shape[:2]), np.zeros(shape[:2] + (3,))
+    if x1 > x0 and y1 > y0:
+        tpl = resize_logo(logo, x1 - x0, y1 - y0).astype(np.float64)
+        alpha[y0:y1, x0:x1], colour[y0:y1, x0:x1] = tpl[..., 3] / 255.0, tpl[..., :3]
+    return alpha, colour
 
 
 def _clip_box(box: Sequence[int], shape: tuple[int, ...]) -> Box:
