@@ -77,7 +77,7 @@ else
 fi
 # The surrogate checkpoint stays out of the output folder (it is large, and results should
 # come back small); a rerun on the same machine reuses it and skips training.
-cache="${BENCH_CACHE:-${TMPDIR:-/tmp}/medlocker-bench}"
+cache="${BENCH_CACHE:-runs/bench-cache}"  # outside the output folder: checkpoints are not results
 mkdir -p "$cache"
 ckpt="$cache/surrogate_${mode}_${model[1]}_${model[3]}.pt"
 if [[ -f $ckpt ]]; then source_args=(--checkpoint "$ckpt"); else source_args=("${train[@]}" --save-checkpoint "$ckpt"); fi
