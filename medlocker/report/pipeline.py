@@ -152,6 +152,9 @@ class RunConfig:
         suite: attacks of the attacker suite (:data:`medlocker.report.attacks.SUITE`).
         attacker_epochs: training epochs of the attacker's preprocessed copies
             (None = ``epochs``).
+        attacker_archs: the held-out architectures the attacker trains
+            preprocessed copies of (None = every held-out one); the others are
+            measured on preprocessed images as they are (the report says which).
         remover: how the attacker trains the learned remover.
         remover_images: clean training images the remover is trained on.
         seed: data, training and search seed.
@@ -176,6 +179,7 @@ class RunConfig:
     secondary_attacks: tuple[str, ...] | None = None
     suite: tuple[str, ...] = tuple(SUITE)
     attacker_epochs: int | None = None
+    attacker_archs: tuple[str, ...] | None = None
     remover: RemoverConfig = RemoverConfig()
     remover_images: int = 200
     seed: int = 0
@@ -639,7 +643,7 @@ def _attacker_models(
     from medlocker.models import load_checkpoint, save_checkpoint, train_classifier
 
     pre = [a for a in config.suite if a in PREPROCESSORS]
-    held = _held_out_archs(config)
+    held = [a for a in _held_out_archs(config) if config.attacker_archs is None or a in config.attacker_archs]
     if not pre or not held:
         return {}
     plain_dir = out / f"train-data-seed{config.seed}-n{config.n_train}-{config.size}px"
