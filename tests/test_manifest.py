@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest_shards import ALICE, BOB, CREATED, NOW, OWNER, make_dataset
+from shardkit import ALICE, BOB, CREATED, NOW, OWNER, make_dataset
 from medlocker.crypto import Identity, canonical_json, sign_envelope
 from medlocker.dataset import LicensedDataset
-from medlocker.errors import FormatError, IntegrityError, SignatureError
+from medlocker.errors import FormatError, InsecureDatasetError, IntegrityError, SignatureError
 from medlocker.shards import MANIFEST_NAME, ShardInfo, check_dataset, read_manifest, write_manifest
 from medlocker.shards.manifest import build_manifest_payload, parse_manifest
 
@@ -33,12 +33,13 @@ GOLDEN_SHARDS = [
 ]
 GOLDEN_PAYLOAD = (
     b'{"classes":["neg","pos"],"created":"2025-01-02T03:04:05Z","dataset_id":"ds-1","extra":{"note":"x"},'
-    b'"format":"medlocker.manifest","logo_sha256":"sha256:' + b"c" * 64 + b'",'
+    b'"format":"medlocker.manifest","insecure_test_seed":false,"logo_sha256":"sha256:' + b"c" * 64 + b'",'
     b'"owner_key_id":"ml1:0df6ba698bb412d65970cc8c5b68b89f","shards":[{"index":"shard-000000.index.json",'
     b'"index_sha256":"sha256:' + b"b" * 64 + b'","name":"shard-000000.tar","samples":2,'
-    b'"sha256":"sha256:' + b"a" * 64 + b'","size":10240}],"version":1}'
+    b'"sha256":"sha256:' + b"a" * 64 + b'","size":10240}],"version":2}'
 )
-GOLDEN_ENVELOPE_SHA256 = "2fbc0c8e229619b01fe9e5ab66247f2d78e351ef89dc9390b42eee472a47d300"
+# Version 2 (adds insecure_test_seed); changed deliberately with the format version.
+GOLDEN_ENVELOPE_SHA256 = "e6bb133fbf1aa8cda27b7ddd333cf55ca3811f48014ca60de639385082c63885"
 
 
 def _golden_kwargs() -> dict:
@@ -91,8 +92,12 @@ def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"version": 2},
-        {"version": "1"},
+        {"version": 1},  # the format before insecure_test_seed: refused, repack
+        {"version": 3},
+        {"version": "2"},
+        {"version": True},  # a bool is an int in Python: JSON true must not pass as 1
+        {"insecure_test_seed": None},  # missing
+        {"insecure_test_seed": 0},
         {"format": "medlocker.index"},
         {"extra": None},  # missing field
         {"surprise": 1},  # unknown field
@@ -108,6 +113,28 @@ def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type:
 def test_signed_but_unknown_or_malformed_is_format_error(changes: dict) -> None:
     with pytest.raises(FormatError):
         parse_manifest(_signed(changes), GOLDEN_OWNER.public)
+
+
+def test_test_seed_manifest_is_refused_unless_allowed() -> None:
+    envelope = _signed({"insecure_test_seed": True})
+    with pytest.raises(InsecureDatasetError, match="insecure test seed"):
+        parse_manifest(envelope, GOLDEN_OWNER.public)
+    assert parse_manifest(envelope, GOLDEN_OWNER.public, allow_insecure_test_seed=True).insecure_test_seed
+    assert not parse_manifest(_signed({}), GOLDEN_OWNER.public).insecure_test_seed
+
+
+def test_test_seed_dataset_is_refused_by_every_reader(tmp_path: Path) -> None:
+    """Issue 17 case 3: a dataset packed with a test seed is marked, and readers refuse it."""
+    ds = make_dataset(str(tmp_path), n=2, per_shard=2, insecure_test_seed=True)
+    with pytest.raises(InsecureDatasetError):
+        read_manifest(ds.dest, OWNER.public)
+    with pytest.raises(InsecureDatasetError):
+        _licensed(ds)
+    report = check_dataset(ds.dest, OWNER.public)
+    assert not report.ok and "insecure test seed" in report.problems[0]
+    assert read_manifest(ds.dest, OWNER.public, allow_insecure_test_seed=True).insecure_test_seed
+    assert len(list(_licensed(ds, allow_insecure_test_seed=True))) == 2
+    assert check_dataset(ds.dest, OWNER.public, allow_insecure_test_seed=True).ok
 
 
 def test_wrong_signer_or_type_is_signature_error() -> None:

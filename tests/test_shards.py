@@ -13,7 +13,7 @@ import pytest
 import webdataset as wds
 from PIL import Image
 
-from conftest_shards import CLASSES, DATASET_ID, make_dataset, make_record, watermark, sample_box
+from shardkit import CLASSES, DATASET_ID, make_dataset, make_record, watermark, sample_box
 from medlocker.crypto import parse_json_strict
 from medlocker.shards import index_name, shard_name, write_shard
 from medlocker.shards import fs as mlfs
