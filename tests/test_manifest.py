@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from shardkit import ALICE, BOB, CREATED, NOW, OWNER, make_dataset
 from medlocker.crypto import Identity, canonical_json, sign_envelope
 from medlocker.dataset import LicensedDataset
-from medlocker.errors import FormatError, InsecureDatasetError, IntegrityError, SignatureError
+from medlocker.errors import FormatError, InsecureDatasetError, IntegrityError, MedLockerError, SignatureError
 from medlocker.shards import MANIFEST_NAME, ShardInfo, check_dataset, read_manifest, write_manifest
 from medlocker.shards.manifest import build_manifest_payload, parse_manifest
 
@@ -82,8 +85,6 @@ def test_every_flipped_byte_is_refused(tmp_path: Path) -> None:
 
 
 def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type: str = PAYLOAD_TYPE) -> bytes:
-    import json
-
     doc = json.loads(GOLDEN_PAYLOAD) | doc_changes
     doc = {k: v for k, v in doc.items() if v is not None}
     return sign_envelope(signer, payload_type, canonical_json(doc))
@@ -222,3 +223,45 @@ def test_verify_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     os.remove(Path(ds.dest) / MANIFEST_NAME)
     assert verify_tool.main(argv) == 1
     assert "incomplete" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------- fuzz behind a valid signature
+
+_GOLDEN_DOC = json.loads(GOLDEN_PAYLOAD)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)
+
+
+@st.composite
+def _spliced(draw) -> bytes:
+    """The golden payload with a few random bytes written over it."""
+    data = bytearray(GOLDEN_PAYLOAD)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        data[at : at + draw(st.integers(0, 4))] = draw(st.binary(max_size=6))
+    return bytes(data)
+
+
+def _parses_or_refuses(payload: bytes) -> None:
+    """Sign ``payload`` with the owner key and parse it: a MedLockerError is the only allowed failure."""
+    try:
+        parse_manifest(sign_envelope(GOLDEN_OWNER, PAYLOAD_TYPE, payload), GOLDEN_OWNER.public)
+    except MedLockerError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | _spliced())
+def test_owner_signed_random_payload_fails_closed(payload: bytes) -> None:
+    _parses_or_refuses(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(_GOLDEN_DOC)), _JSON, st.sampled_from(sorted(GOLDEN_SHARDS[0].to_dict())), _JSON)
+def test_owner_signed_random_field_values_fail_closed(field: str, value, shard_field: str, shard_value) -> None:
+    _parses_or_refuses(canonical_json(dict(_GOLDEN_DOC, **{field: value})))
+    shard = dict(GOLDEN_SHARDS[0].to_dict(), **{shard_field: shard_value})
+    _parses_or_refuses(canonical_json(dict(_GOLDEN_DOC, shards=[shard])))
