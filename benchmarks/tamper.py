@@ -12,7 +12,8 @@ Counted per file kind and, for shards, per region of the tar (member header, mem
 data by extension, padding after a member, end-of-archive blocks and record padding):
 
   accepted       the read finished without an error although a byte was changed (target 0)
-  yielded        samples of the tampered shard handed out before the error (target 0)
+  yielded        samples of the tampered shard handed out before the error (target 0),
+                 and the number of cases in which any were
   foreign        exceptions that are not ``MedLockerError`` (target 0)
 
   python benchmarks/tamper.py --out benchmarks/results/cpu-2026-12-02/tamper.json
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                     row["cases"] += 1
                     row[outcome.split(":")[0]] += 1
                     row["samples_yielded"] += yielded
+                    row["cases_yielding_samples"] += yielded > 0
                     if outcome.startswith("foreign"):
                         row[outcome] += 1
             path.write_bytes(original)
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "cases": total["cases"],
         "tampered_inputs_accepted": total["accepted"],
         "samples_yielded_from_tampered_shard": total["samples_yielded"],
+        "cases_yielding_samples": total["cases_yielding_samples"],
         "non_medlocker_exceptions": total["foreign"],
         "by_region": {k: dict(v) for k, v in sorted(table.items())},
         "seconds": round(time.perf_counter() - t0, 1),

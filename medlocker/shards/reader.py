@@ -371,7 +371,7 @@ def iter_samples(
     """The raw samples of a verified manifest's shards, without a licence.
 
     The same strict walk as the licensed pipeline (index digest, every key in the
-    index, shard size + SHA-256 at each shard's end), and each sample's ``.png``,
+    index, shard size + SHA-256 before any of its samples), and each sample's ``.png``,
     ``.mlseal`` and ``.cls`` bytes are checked against the signed index before
     they are yielded. Yields ``{"__key__", "__url__", "__entry__", ext: bytes}``.
 
