@@ -114,7 +114,7 @@ def test_webloader_fork_workers(protected: Protected) -> None:
 
 
 def test_ranks_times_workers_exactly_once(protected: Protected, monkeypatch: pytest.MonkeyPatch) -> None:
-    """RANK/WORLD_SIZE (read by webdataset's split_by_node) x DataLoader workers."""
+    """RANK/WORLD_SIZE (read by webdataset's pytorch_worker_info) x DataLoader workers."""
     samples = []
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
