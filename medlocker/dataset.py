@@ -14,8 +14,10 @@ worker's share).
 Everything that can be checked once is checked in the constructor: the manifest
 against the pinned owner key, the licence (dataset id, manifest digest, clock,
 licensee key). Per shard and per sample checks run in the pipeline stages of
-:mod:`medlocker.shards.reader`; any failure raises, and a watermarked image is
-never yielded in place of an original.
+:mod:`medlocker.shards.reader`: each shard is copied into a spool (memory up to
+``SPOOL_BYTES``, 128 MiB, per worker; a temporary file beyond) and its size and
+SHA-256 are checked before any of its samples is parsed or yielded. Any failure
+raises, and a watermarked image is never yielded in place of an original.
 
 Example::
 
