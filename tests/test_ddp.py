@@ -64,6 +64,7 @@ def _rank(rank: int, world: int, workers: int, init: str, ds: Protected, out: st
 
 
 def _run(ds: Protected, tmp_path: Path, world: int, workers: int) -> list[dict]:
+    import torch._dynamo  # noqa: F401 -- DDP's first construction imports it (~900 modules): once, before forking
     import torch.multiprocessing as mp
 
     ctx = mp.start_processes(_rank, args=(world, workers, str(tmp_path / "init"), ds, str(tmp_path)),
