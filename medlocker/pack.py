@@ -51,6 +51,7 @@ from .owner import (
     write_jsonl,
 )
 from .shards import ShardInfo, SampleRecord, pixel_digest, sha256_digest, build_restoration, write_manifest, write_shard
+from .shards.catalog import write_catalog
 from .shards.fs import is_local, url_to_fs
 from .watermark import Placement, SearchConfig, boxes_from_masks, gradcam_boxes, protect, render_exact
 from .watermark import learn_logo
@@ -511,6 +512,8 @@ def pack(
     write_jsonl(secrets / REJECTS_FILE, rejects)
     _summarise(summary, params, rejects)
     summary.shards = len(infos)
+    files = write_catalog(dest, dataset_id=run.dataset_id, owner_key_id=owner.key_id, classes=source.classes,
+                          shards=infos, created=run.created, storage_options=storage_options)
     summary.manifest_digest = write_manifest(
         dest,
         owner,
@@ -519,6 +522,7 @@ def pack(
         classes=source.classes,
         logo_sha256=logo_sha256,
         created=run.created,
+        files=files,
         storage_options=storage_options,
     )
     summary.seconds = time.perf_counter() - t0

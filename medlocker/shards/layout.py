@@ -5,6 +5,8 @@ A dataset folder (local path or fsspec URL) holds::
     <prefix>-000000.tar            webdataset shard
     <prefix>-000000.index.json     per-shard index (canonical JSON)
     ...
+    shardindex.json                wids shard index (catalog.py), pinned by the manifest
+    README.md                      dataset card for Hugging Face datasets (catalog.py), pinned too
     manifest.dsse.json             signed manifest, written last
 
 Inside a shard every sample ``<key>`` has exactly the members listed in
@@ -18,6 +20,8 @@ import re
 
 __all__ = [
     "MANIFEST_NAME",
+    "WIDS_INDEX_NAME",
+    "CARD_NAME",
     "MANIFEST_PAYLOAD_TYPE",
     "MANIFEST_FORMAT",
     "INDEX_FORMAT",
@@ -38,6 +42,8 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.dsse.json"
+WIDS_INDEX_NAME = "shardindex.json"  # the name `widsindex create` writes
+CARD_NAME = "README.md"  # the dataset card Hugging Face `datasets` reads
 MANIFEST_PAYLOAD_TYPE = "application/vnd.medlocker.manifest+json"
 MANIFEST_FORMAT = "medlocker.manifest"
 INDEX_FORMAT = "medlocker.index"

@@ -33,6 +33,7 @@ from ..crypto import PublicIdentity, canonical_json, open_payload
 from ..errors import FormatError, IntegrityError, MedLockerError
 from . import fs as _fs
 from . import layout
+from .catalog import check_catalog
 from .index import MAX_INDEX_BYTES, IndexEntry, parse_index
 from .manifest import Manifest, ShardInfo, read_manifest
 from .payload import pixel_digest_of_raw, png_header, restore_image, sha256_digest
@@ -393,7 +394,7 @@ def check_dataset(
     storage_options: dict[str, Any] | None = None,
     on_shard: Callable[[ShardInfo], None] | None = None,
 ) -> DatasetReport:
-    """Verify a dataset without a licence: signature, shards, indexes, public members.
+    """Verify a dataset without a licence: signature, shards, indexes, public members, catalog files.
 
     Checks the manifest signature, every shard's size and SHA-256, every index
     digest, and every sample's PNG, payload, label and metadata bytes against the
@@ -426,4 +427,5 @@ def check_dataset(
             report.problems.append(f"{spec.url}: cannot read: {exc}")
         if on_shard is not None:
             on_shard(spec.info)
+    report.problems += check_catalog(dest, manifest, storage_options)  # the wids index and the dataset card
     return report
