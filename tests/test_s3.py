@@ -170,6 +170,8 @@ def test_pack_to_s3_then_read_as_licensee_with_workers_and_as_public(s3: dict[st
          storage_options=s3, config=PackConfig(
              search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.02, lesion_margin=1), shard_size=2))
     manifest = read_manifest(dest, OWNER.public, storage_options=s3)
+    assert [f.name for f in manifest.files] == ["README.md", "shardindex.json"]  # the catalog, pinned and checked
+    assert check_dataset(dest, OWNER.public, storage_options=s3).ok
     run = OwnerSecrets.load(tmp_path / "secrets", OWNER)
     lic = issue_license(OWNER, dataset_id=manifest.dataset_id, manifest_digest=manifest.digest,
                         licensee=ALICE.public, content_key=run.content_key, now=NOW,
