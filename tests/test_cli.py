@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import importlib
+import importlib.util
 import os
 import shutil
 import site
@@ -68,6 +69,21 @@ def test_errors_are_one_line_with_exit_2(capsys, tmp_path: Path) -> None:
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "missing.pub" in err
     code, _, err = _run(capsys, "report", "--summarize")
     assert code == 2 and "--summarize needs" in err
+
+
+def test_store_errors_name_the_url_and_what_to_do(capsys, tmp_path: Path) -> None:
+    """Without a server: an unknown protocol, a back end that is not installed (S3 cases: test_s3.py)."""
+    from conftest_shards import OWNER
+    from medlocker.cli.remote import urls_in
+
+    OWNER.save(tmp_path / "owner")
+    code, _, err = _run(capsys, "verify", "dataset", "nosuch://bucket/ds", "--owner", str(tmp_path / "owner.pub"))
+    assert code == 2 and err.startswith("error: nosuch://bucket/ds: Protocol not known") and err.count("\n") == 1
+    if importlib.util.find_spec("gcsfs") is None:
+        code, _, err = _run(capsys, "verify", "dataset", "gs://bucket/ds", "--owner", str(tmp_path / "owner.pub"))
+        assert code == 2 and err.startswith("error: gs://bucket/ds:") and "gcsfs" in err and err.count("\n") == 1
+    argv = ["x", "s3://b/ds", "--storage-option", "endpoint_url=http://h:1", "--out=ftp://user:pw@host/x", "local"]
+    assert urls_in(argv) == ["s3://b/ds", "ftp://***@host/x"]
 
 
 def _chain(medlocker: list[str], tmp: Path, run) -> None:

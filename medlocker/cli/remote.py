@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 __all__ = ["describe", "probe", "urls_in"]
 
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+_USERINFO = re.compile(r"//[^/@]*@")
 _ENDPOINT = "--storage-option endpoint_url=http://HOST:PORT"
 _CREDENTIALS = ("--storage-option key=ACCESS_KEY --storage-option secret=SECRET_KEY "
                 "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; anon=true for a public bucket)")
@@ -40,7 +41,7 @@ def urls_in(argv: Sequence[str]) -> list[str]:
         if token.startswith("--") and "=" in token:
             token = token.split("=", 1)[1]
         if _URL.fullmatch(token) and not token.startswith("file://"):
-            out.append(token)
+            out.append(_USERINFO.sub("//***@", token, count=1))  # never echo a password in a URL
     return out
 
 
