@@ -543,6 +543,7 @@ def pack(
         created=run.created,
         files=files,
         storage_options=storage_options,
+        insecure_test_seed=test_seed is not None,
     )
     summary.seconds = time.perf_counter() - t0
     return summary

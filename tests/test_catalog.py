@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest_shards import CLASSES, CREATED, DATASET_ID, LOGO_SHA256, OWNER, Protected, make_dataset
+from shardkit import CLASSES, CREATED, DATASET_ID, LOGO_SHA256, OWNER, Protected, make_dataset
 from medlocker.crypto import sign_envelope
 from medlocker.errors import FormatError
 from medlocker.shards import MANIFEST_NAME, check_dataset, parse_manifest, read_manifest, write_manifest

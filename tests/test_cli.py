@@ -73,7 +73,7 @@ def test_errors_are_one_line_with_exit_2(capsys, tmp_path: Path) -> None:
 
 def test_store_errors_name_the_url_and_what_to_do(capsys, tmp_path: Path) -> None:
     """Without a server: an unknown protocol, a back end that is not installed (S3 cases: test_s3.py)."""
-    from conftest_shards import OWNER
+    from shardkit import OWNER
     from medlocker.cli.remote import urls_in
 
     OWNER.save(tmp_path / "owner")
