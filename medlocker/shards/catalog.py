@@ -102,9 +102,13 @@ lesions; a licensee restores the exact originals, everyone else reads what is he
 ```python
 import glob, datasets, wids, webdataset as wds
 ds = datasets.load_dataset("<this folder>", split="train")  # columns png, cls, json, mlseal
-ds = wids.ShardListDataset("<this folder>/{layout.WIDS_INDEX_NAME}")  # indexed access
-ds = wds.WebDataset(sorted(glob.glob("<this folder>/{globs[0]}")), shardshuffle=False).decode("pil")
+ds = wids.ShardListDataset("<this folder>/{layout.WIDS_INDEX_NAME}", transformations=[])  # indexed, raw bytes
+ds = wds.WebDataset(sorted(glob.glob("<this folder>/{globs[0]}")), shardshuffle=False).decode("pil", only=["png"])
 ```
+
+Decode the `png` member only: the default decoders of webdataset and wids unpickle
+`.pyd`/`.pkl` members, which a mirror could slip into a shard. A copy that passes
+`medlocker verify dataset` holds exactly the members below.
 
 | member | type | content |
 |---|---|---|
