@@ -13,37 +13,26 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import webdataset as wds
 from PIL import Image
 
 from medlocker.crypto import Identity, issue_license
-from medlocker.data import open_source, write_synthetic_dataset
 from medlocker.dataset import LicensedDataset
-from medlocker.models import build_classifier, save_checkpoint
 from medlocker.owner import OwnerSecrets
-from medlocker.pack import PackConfig, pack
+from medlocker.pack import pack
 from medlocker.shards import read_manifest
-from medlocker.watermark import Placement, SearchConfig, default_logo
+from medlocker.watermark import Placement, default_logo
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SIZE = 10, 64
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(pack_world):
     """A tiny synthetic source, a (deterministically initialised) surrogate, and keys."""
-    tmp = tmp_path_factory.mktemp("pack")
-    src = write_synthetic_dataset(tmp / "src", n=N, size=SIZE, seed=3, progress=False)
-    source = open_source(src)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
-    save_checkpoint(model, tmp / "model.pt")
-    owner = Identity.generate(name="owner")
-    owner.save(tmp / "owner")
-    alice = Identity.generate(name="alice")
-    return {"tmp": tmp, "src": src, "source": source, "model": model, "owner": owner, "alice": alice}
+    w = pack_world("pack", n=N, seed=3)
+    return {"tmp": w.tmp, "src": w.src, "source": w.source, "model": w.model, "owner": w.owner,
+            "alice": Identity.generate(name="alice")}
 
 
 def _cli(*args: str, env: dict | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:
@@ -61,12 +50,12 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_pack_then_licensed_read_is_exact_and_public_view_is_watermarked(world):
+def test_pack_then_licensed_read_is_exact_and_public_view_is_watermarked(world, quick_config):
     tmp, source, owner, alice = world["tmp"], world["source"], world["owner"], world["alice"]
     dest, secrets = tmp / "ds", tmp / "secrets"
     summary = pack(
         source, str(dest), owner=owner, secrets=secrets, surrogates=[world["model"]], logo=default_logo(),
-        config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=24, logo_scale=0.02, lesion_margin=1), shard_size=4, batch_size=4),
+        config=quick_config(budget=24, shard_size=4, batch_size=4),
     )
     assert summary.to_dict()["protected"] == N and summary.shards == 3
     timings = summary.to_dict()["timings"]  # where the main thread's time went

@@ -1,0 +1,40 @@
+"""Packing: source images -> protected, signed WebDataset shards.
+
+The run is six stages over one :class:`~medlocker.pack.run.PackRun` (the opened run
+secrets, the communicator, the configuration, the device, the destination); a shard is
+the unit of work, of ``--resume`` and of distribution across ranks::
+
+    stage    module               does                                               writes to
+    plan     pack/plan.py         check places, open/resume the run (run.json),      secrets/
+                                  fix the logo (learned once), list shards left
+    read     pack/read.py         load + resize, lesion boxes from mask files        -
+    search   pack/search.py       Grad-CAM boxes where no mask, watermark search     -
+                                  (watermark/engine.py, watermark/optim/)
+    finish   pack/finish.py       render exact + PNG, seal the original pixels       -
+                                  under the logo, salted commitment
+    write    pack/write.py        shard tar + index (shards/writer.py),              dest/, secrets/progress/
+                                  then the shard's checkpoint
+    sign     pack/sign.py         gather checkpoints over ranks, params.jsonl,       secrets/, dest/manifest
+                                  rejects.jsonl, signed manifest (shards/manifest.py)
+
+:func:`pack` (``pack/pipeline.py``) runs them: group g+1 is read while group g is
+searched and group g-1 written. Where the run may publish is checked in
+``pack/publish.py``; every file of the secrets folder is named in ``medlocker/owner.py``,
+every file of the dataset in ``medlocker/shards/layout.py``.
+
+Shard ``i`` always holds source records ``[i * shard_size, (i + 1) * shard_size)``
+and every random choice about a sample is derived from the run secret and the
+sample key, so a resumed or distributed run writes the same bytes as a single
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from .config import PackConfig, PackSummary, created_time, default_read_processes
+from .pipeline import pack
+from .read import load_record
+from .run import PackRun
+
+_load = load_record  # the name report/packed.py and older callers import
+
+__all__ = ["PackConfig", "PackRun", "PackSummary", "created_time", "default_read_processes", "load_record", "pack"]
