@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,9 +18,12 @@ import webdataset as wds
 from PIL import Image
 
 from medlocker.crypto import Identity, issue_license
+from medlocker.data import open_source
 from medlocker.dataset import LicensedDataset
+from medlocker.models import build_classifier
 from medlocker.owner import OwnerSecrets
-from medlocker.pack import pack
+from medlocker.pack import DestinationInUseError, pack
+from medlocker.pack.publish import local_secrets_path
 from medlocker.shards import read_manifest
 from medlocker.watermark import Placement, default_logo
 
@@ -204,3 +208,154 @@ def test_reader_processes_write_the_same_dataset(world, reference):
     procs = t / "procs"
     _cli(*_pack_args(world, procs, t / "procs-secrets", "--read-processes", "2"), env=REPRO_ENV)
     assert _files(procs) == _files(reference)
+
+
+# -- publishing is exclusive; replace publishes the new dataset whole -----------------------
+
+
+def _listing(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def _published_names(folder: Path, owner) -> list[str]:
+    m = read_manifest(str(folder), owner.public)
+    return sorted(["manifest.dsse.json", *(s.name for s in m.shards), *(s.index for s in m.shards)])
+
+
+def test_repacking_into_a_used_destination_fails_before_writing_anything(world, quick_config, tmp_path):
+    dest = tmp_path / "ds"
+    first = pack(world["source"], str(dest), owner=world["owner"], secrets=tmp_path / "s1",
+                 surrogates=[world["model"]], logo=default_logo(), config=quick_config(budget=4, shard_size=5))
+    before = _files(dest)
+    for secrets, resume in ((tmp_path / "s2", False), (tmp_path / "s1", False)):
+        with pytest.raises(DestinationInUseError, match="--replace"):
+            pack(world["source"], str(dest), owner=world["owner"], secrets=secrets, surrogates=[world["model"]],
+                 logo=default_logo(), config=quick_config(budget=4, shard_size=5), resume=resume)
+    assert _files(dest) == before and not (tmp_path / "s2").exists()
+    # a stray file is not this run's partial output either: --resume refuses it
+    (dest / "notes.txt").write_text("mine")
+    with pytest.raises(DestinationInUseError, match="notes.txt"):
+        pack(world["source"], str(dest), owner=world["owner"], secrets=tmp_path / "s1", surrogates=[world["model"]],
+             logo=default_logo(), config=quick_config(budget=4, shard_size=5), resume=True)
+    assert read_manifest(str(dest), world["owner"].public).dataset_id == first.dataset_id
+
+
+def test_replace_leaves_exactly_the_new_dataset_and_plain_webdataset_reads_only_it(world, quick_config, tmp_path):
+    dest = tmp_path / "ds"
+    old = pack(world["source"], str(dest), owner=world["owner"], secrets=tmp_path / "old",
+               surrogates=[world["model"]], logo=default_logo(), config=quick_config(budget=4, shard_size=3))
+    old_names = set(_listing(dest))
+    fewer = dataclasses.replace(world["source"], records=world["source"].records[:4])
+    new = pack(fewer, str(dest), owner=world["owner"], secrets=tmp_path / "new", surrogates=[world["model"]],
+               logo=default_logo(), config=quick_config(budget=4, shard_size=3), replace=True)
+    assert new.dataset_id != old.dataset_id
+    assert _listing(dest) == _published_names(dest, world["owner"])  # nothing else is left
+    assert not (old_names - {"manifest.dsse.json"}) & set(_listing(dest))  # no old shard name was reused
+    # a reader that globs the folder, as plain webdataset users do, sees only the new samples
+    urls = sorted(str(p) for p in dest.glob("*.tar"))
+    seen = [(x["__key__"], json.loads(x["json"])["dataset_id"]) for x in wds.WebDataset(urls, shardshuffle=False)]
+    assert sorted(k for k, _ in seen) == sorted(r.key for r in fewer.records)
+    assert {d for _, d in seen} == {new.dataset_id}
+
+
+def test_replace_refuses_sub_folders(world, quick_config, tmp_path):
+    dest = tmp_path / "ds"
+    (dest / "keep").mkdir(parents=True)
+    with pytest.raises(DestinationInUseError, match="sub-folders"):
+        pack(world["source"], str(dest), owner=world["owner"], secrets=tmp_path / "s", surrogates=[world["model"]],
+             logo=default_logo(), config=quick_config(budget=4, shard_size=5), replace=True)
+    assert _listing(dest) == ["keep"] and not (tmp_path / "s").exists()
+
+
+# -- secrets are a local folder, apart from the destination however it is spelled ----------
+
+
+def _refused(world, dest: str, secrets, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        pack(world["source"], dest, owner=world["owner"], secrets=secrets, surrogates=[world["model"]],
+             logo=default_logo())
+
+
+@pytest.mark.parametrize("form", ["plain", "file", "local", "simplecache", "filecache", "relative", "dot-dot"])
+def test_secrets_inside_the_destination_are_refused_for_every_url_form(world, tmp_path, monkeypatch, form):
+    out = tmp_path / "pub"
+    monkeypatch.chdir(tmp_path)
+    dest = {"plain": str(out), "file": f"file://{out}", "local": f"local://{out}",
+            "simplecache": f"simplecache::file://{out}", "filecache": f"filecache::file://{out}",
+            "relative": "pub", "dot-dot": f"{tmp_path}/x/../pub"}[form]
+    for secrets in (out / "secrets", out, tmp_path):  # inside, equal, around
+        _refused(world, dest, secrets, "never be published")
+    assert not out.exists()
+
+
+def test_secrets_behind_a_symlink_are_refused(world, tmp_path):
+    out = tmp_path / "pub"
+    out.mkdir()
+    (tmp_path / "link-in").symlink_to(out)  # secrets path is a symlink into the destination
+    _refused(world, str(out), tmp_path / "link-in" / "secrets", "never be published")
+    (tmp_path / "dest-link").symlink_to(tmp_path / "private", target_is_directory=True)
+    (tmp_path / "private").mkdir()  # the destination is a symlink to the folder holding the secrets
+    _refused(world, str(tmp_path / "dest-link"), tmp_path / "private" / "secrets", "never be published")
+    _refused(world, f"simplecache::file://{tmp_path / 'dest-link'}", tmp_path / "private", "never be published")
+    assert _listing(out) == [] and _listing(tmp_path / "private") == []
+
+
+@pytest.mark.parametrize("secrets", ["s3://bucket/secrets", "memory://secrets", "simplecache::file:///tmp/s",
+                                     "gs://b/x", "s3:/bucket/secrets"])
+def test_non_local_secrets_are_refused_before_anything_is_written(world, tmp_path, monkeypatch, secrets):
+    monkeypatch.chdir(tmp_path)
+    _refused(world, str(tmp_path / "pub"), secrets, "must be a local folder")
+    _refused(world, str(tmp_path / "pub"), Path(secrets), "must be a local folder")
+    assert _listing(tmp_path) == []
+
+
+def test_a_file_url_for_the_secrets_is_a_local_folder(tmp_path):
+    assert local_secrets_path(f"file://{tmp_path}/s") == tmp_path / "s"
+    assert local_secrets_path("relative/s") == Path("relative/s")
+
+
+# -- pre-flight: wrong classes and too-small images are caught before work, with their cause --
+
+
+def test_a_surrogate_with_other_classes_is_refused_before_anything_is_written(world, tmp_path):
+    two = build_classifier("smallcnn", ["healthy", "sick"], input_size=SIZE, seed=0).eval()
+    with pytest.raises(ValueError, match=r"2 classes \['healthy', 'sick'\].* has 5 .*trained on this source's classes"):
+        pack(world["source"], str(tmp_path / "ds"), owner=world["owner"], secrets=tmp_path / "s",
+             surrogates=[two], logo=default_logo())
+    with pytest.raises(ValueError, match=r"disagree on their classes"):
+        pack(world["source"], str(tmp_path / "ds"), owner=world["owner"], secrets=tmp_path / "s",
+             surrogates=[world["model"], two], logo=default_logo())
+    assert _listing(tmp_path) == []
+
+
+def test_an_image_too_small_for_the_logo_is_rejected_for_its_size(world, quick_config, tmp_path):
+    src = tmp_path / "src"
+    (src / "images").mkdir(parents=True)
+    rows = ["image,label"]
+    for r in world["source"].records[:3]:
+        (src / "images" / Path(r.path).name).write_bytes(Path(r.path).read_bytes())
+        rows.append(f"{Path(r.path).stem},{r.label}")
+    Image.open(world["source"].records[3].path).resize((12, 12)).save(src / "images" / "tiny.png")
+    rows.append("tiny,1")
+    (src / "labels.csv").write_text("\n".join(rows) + "\n")
+    source = open_source(src, masks=None)
+    model = build_classifier("smallcnn", source.classes, input_size=SIZE, seed=0).eval()
+    summary = pack(source, str(tmp_path / "ds"), owner=world["owner"], secrets=tmp_path / "s", surrogates=[model],
+                   logo=default_logo(), config=quick_config(budget=4, shard_size=4))
+    assert summary.protected == 3
+    [reject] = summary.rejects
+    assert Path(reject["path"]).name == "tiny.png"
+    assert "12x12 px, too small for the logo" in reject["reason"] and "lesion-free" not in reject["reason"]
+    # resized below what the logo needs: the whole run is refused up front
+    with pytest.raises(ValueError, match="--resize 12: the image is 12x12 px, too small"):
+        pack(source, str(tmp_path / "ds2"), owner=world["owner"], secrets=tmp_path / "s2", surrogates=[model],
+             logo=default_logo(), config=dataclasses.replace(quick_config(budget=4, shard_size=4), resize=12))
+    assert not (tmp_path / "ds2").exists() and not (tmp_path / "s2").exists()
+
+
+def test_a_source_with_some_of_the_models_classes_is_searched_in_the_models_numbering(world):
+    from medlocker.pack.preflight import model_labels
+
+    some = dataclasses.replace(world["source"], classes=world["source"].classes[1:])  # a CSV without grade 0
+    assert model_labels(some, [world["model"]]) == (1, 2, 3, 4)
+    assert model_labels(world["source"], [world["model"], world["model"]]) == (0, 1, 2, 3, 4)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,15 @@ from ..distributed import Comm
 from ..models import Classifier
 from .config import PackConfig, PackSummary, created_time
 from .plan import open_run, plan_shards
-from .publish import check_places, remove_partial_files
+from .preflight import check_before_work
+from .publish import (
+    check_fresh_destination,
+    check_places,
+    check_resumed_destination,
+    local_secrets_path,
+    remove_partial_files,
+    remove_unlisted,
+)
 from .read import read_group
 from .run import PackRun
 from .search import search_group
@@ -29,6 +37,8 @@ from .sign import sign_dataset
 from .write import write_result
 
 __all__ = ["pack"]
+
+log = logging.getLogger(__name__)
 
 
 def pack(
@@ -47,6 +57,7 @@ def pack(
     test_seed: int | None = None,
     progress: Callable[[int, int], None] | None = None,
     comm: Comm | None = None,
+    replace: bool = False,
 ) -> PackSummary:
     """Protect ``source`` and publish it at ``dest``; owner secrets go to ``secrets``.
 
@@ -62,28 +73,43 @@ def pack(
         progress: ``callback(images_done, images_fooled)`` per batch.
         comm: ranks and collectives (:mod:`medlocker.distributed`); rank ``r``
             packs shards ``r, r + world_size, ...`` and rank 0 signs the manifest.
+        replace: publish over the dataset (or other files) at ``dest``: the new shards,
+            then the new manifest, then removal of every file it does not list
+            (:mod:`medlocker.pack.publish`). Without it ``dest`` must be empty, or hold
+            only this run's partial output when resuming.
 
     Returns:
         A :class:`PackSummary` (aggregated over ranks on rank 0).
 
     Raises:
         FileExistsError: ``secrets`` holds a run and ``resume`` is false.
-        ValueError: ``secrets`` and ``dest`` overlap.
+        DestinationInUseError: ``dest`` holds files this run did not write, and not ``replace``.
+        ValueError: ``secrets`` is not a local folder, or it overlaps ``dest``; a
+            surrogate's classes are not the source's (:mod:`medlocker.pack.preflight`).
+
+    Every check above runs before anything is written.
     """
     t0 = time.perf_counter()
-    secrets = Path(secrets)
+    secrets = local_secrets_path(secrets)
     check_places(dest, secrets, storage_options)
+    labels = check_before_work(source, surrogates, logo, config)
+    if not resume:
+        check_fresh_destination(dest, storage_options, replace=replace)
     comm = comm or Comm()
     run = open_run(
         source, dest, owner=owner, secrets=secrets, surrogates=surrogates, logo=logo, config=config,
         resume=resume, storage_options=storage_options, device=torch.device(device), created=created_time(now),
-        test_seed=test_seed, progress=progress or (lambda done, fooled: None), comm=comm,
+        test_seed=test_seed, progress=progress or (lambda done, fooled: None), comm=comm, model_labels=labels,
     )
+    check_resumed_destination(run, resume=resume, replace=replace)
     if resume and comm.rank == 0:
         remove_partial_files(dest, storage_options)
     comm.barrier()
     _run_stages(run, plan_shards(run))
     sign_dataset(run)
+    if replace and comm.rank == 0:
+        for name in remove_unlisted(run):
+            log.info("removed %s from %s: not part of the new dataset", name, dest)
     run.summary.seconds = time.perf_counter() - t0
     return run.summary
 

@@ -59,6 +59,7 @@ def open_run(
     test_seed: int | None,
     progress: Callable[[int, int], None],
     comm: Comm,
+    model_labels: tuple[int, ...],
 ) -> PackRun:
     """Create (rank 0) or reopen the secrets folder, share it, and fix the run's logo.
 
@@ -80,7 +81,7 @@ def open_run(
     # The logo: fixed, or learned once (rank 0), then read back by every rank.
     if comm.rank == 0 and not opened.logo_path.exists():
         if config.search.logo_mode == "learned":
-            logo = _learn_logo(source, logo, surrogates, config, opened)
+            logo = _learn_logo(source, logo, surrogates, config, opened, model_labels)
         opened.save_logo(logo)
     share_file(comm, opened.logo_path)
     summary = PackSummary(
@@ -90,6 +91,7 @@ def open_run(
         source=source, dest=dest, storage_options=storage_options, owner=owner, secrets=opened,
         surrogates=surrogates, config=config, device=device, comm=comm, logo=opened.load_logo(),
         logo_sha256=sha256_digest(opened.logo_path.read_bytes()), summary=summary, progress=progress,
+        model_labels=model_labels,
     )
 
 
@@ -111,7 +113,12 @@ def plan_shards(run: PackRun) -> list[list[int]]:
 
 
 def _learn_logo(
-    source: Source, logo: np.ndarray, surrogates: Sequence[Classifier], config: PackConfig, secrets: OwnerSecrets
+    source: Source,
+    logo: np.ndarray,
+    surrogates: Sequence[Classifier],
+    config: PackConfig,
+    secrets: OwnerSecrets,
+    model_labels: tuple[int, ...],
 ) -> np.ndarray:
     """Learn the logo's colours once on the first images of the source."""
     picks = []
@@ -123,7 +130,7 @@ def _learn_logo(
     size = picks[0][1].shape[:2]
     picks = [p for p in picks if p[1].shape[:2] == size]
     images = np.stack([p[1] for p in picks])
-    labels = [p[0].label for p in picks]
+    labels = [model_labels[p[0].label] for p in picks]
     boxes = [p[2] or [] for p in picks]
     gen = torch.Generator().manual_seed(secrets.search_seed)
     return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.search, generator=gen)

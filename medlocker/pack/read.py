@@ -16,6 +16,7 @@ from PIL import Image
 from ..data import Record, load_image, load_mask
 from ..errors import BadInputError
 from ..watermark import boxes_from_masks
+from .preflight import logo_too_small
 from .run import PackRun
 
 __all__ = ["Box", "Loaded", "Part", "load_record", "loaded_records", "read_group"]
@@ -78,6 +79,12 @@ def loaded_records(run: PackRun, parts: Sequence[Part]) -> Iterator[Loaded]:
             except (BadInputError, OSError, ValueError) as e:
                 run.summary.reject(rec.key, rec.path, str(e))
                 log.warning("rejected %s: %s", rec.path, e)
+                run.progress(0, 0)
+                continue
+            problem = logo_too_small(image.shape[:2], run.logo, run.config.search)
+            if problem:
+                run.summary.reject(rec.key, rec.path, problem)
+                log.warning("rejected %s: %s", rec.path, problem)
                 run.progress(0, 0)
                 continue
             yield Loaded(rec, image, boxes, part.shard)

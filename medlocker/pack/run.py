@@ -15,6 +15,7 @@ from ..data import Record, Source
 from ..distributed import Comm
 from ..models import Classifier
 from ..owner import OwnerSecrets, make_secrets_folder
+from ..shards import layout
 from .config import PackConfig, PackSummary
 
 __all__ = ["PackRun", "share_file"]
@@ -41,6 +42,12 @@ class PackRun:
     logo_sha256: str
     summary: PackSummary
     progress: Callable[[int, int], None]
+    model_labels: tuple[int, ...]
+    """The surrogates' output index of each source label (``preflight.model_labels``)."""
+
+    def model_label(self, record: Record) -> int:
+        """``record``'s class in the surrogates' numbering: the class the search attacks."""
+        return self.model_labels[record.label]
 
     @property
     def n_shards(self) -> int:
@@ -55,6 +62,11 @@ class PackRun:
         """Shard ``shard`` always holds records ``[shard * size, (shard + 1) * size)``."""
         size = self.config.shard_size
         return self.source.records[shard * size : (shard + 1) * size]
+
+    @property
+    def shard_prefix(self) -> str:
+        """This dataset's shard prefix (``layout.dataset_prefix``): no two datasets share a shard name."""
+        return layout.dataset_prefix(self.config.prefix, self.secrets.dataset_id)
 
     @property
     def masked(self) -> bool:

@@ -73,7 +73,7 @@ def _search_chunk(run: PackRun, chunk: list[Loaded], pool: Executor) -> list[Fut
     """
     started = time.perf_counter()
     images = np.stack([x.image for x in chunk])
-    labels = [x.record.label for x in chunk]
+    labels = [run.model_label(x.record) for x in chunk]
     _fill_gradcam_boxes(run, chunk, images)
     seeds = [run.secrets.sample_seed(x.record.key) for x in chunk]
     with torch.no_grad():
@@ -84,7 +84,7 @@ def _search_chunk(run: PackRun, chunk: list[Loaded], pool: Executor) -> list[Fut
     )
     run.summary.timings["search"] += time.perf_counter() - started
     futures: list[Future | None] = []
-    for item, res, c in zip(chunk, results, clean):
+    for item, res, c, label in zip(chunk, results, clean, labels):
         if res.placement is None:
             reason = f"no lesion-free place for the logo ({res.status}); try a smaller --logo-scale"
             run.summary.reject(item.record.key, item.record.path, reason)
@@ -92,7 +92,7 @@ def _search_chunk(run: PackRun, chunk: list[Loaded], pool: Executor) -> list[Fut
             futures.append(None)
         else:
             # Rendering, PNG encoding and sealing run in the pool while the next chunk is searched.
-            futures.append(pool.submit(finish_sample, run, item, res, clean_correct=c == item.record.label))
+            futures.append(pool.submit(finish_sample, run, item, res, clean_correct=c == label))
     run.progress(len(chunk), sum(r.success for r in results))
     return futures
 
@@ -102,7 +102,7 @@ def _fill_gradcam_boxes(run: PackRun, chunk: list[Loaded], images: np.ndarray) -
     need = [j for j, x in enumerate(chunk) if x.boxes is None]
     if not need:
         return
-    labels = torch.tensor([chunk[j].record.label for j in need], device=run.device)
+    labels = torch.tensor([run.model_label(chunk[j].record) for j in need], device=run.device)
     for j, boxes in zip(need, gradcam_boxes(run.surrogates[0], _tensor(images[need], run.device), labels)):
         chunk[j].boxes = boxes
 

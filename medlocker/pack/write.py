@@ -23,7 +23,7 @@ def write_result(run: PackRun, result: ShardResult, rejects: Sequence[dict[str, 
     ``rejects`` may list other shards' records too; the checkpoint keeps this shard's.
     """
     info = write_shard(
-        run.dest, result.shard, result.samples, dataset_id=run.secrets.dataset_id, prefix=run.config.prefix,
+        run.dest, result.shard, result.samples, dataset_id=run.secrets.dataset_id, prefix=run.shard_prefix,
         storage_options=run.storage_options,
     ) if result.samples else None
     keys = {r.key for r in run.records(result.shard)}
