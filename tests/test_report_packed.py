@@ -16,7 +16,12 @@ import webdataset as wds
 from medlocker.errors import IntegrityError
 from medlocker.models import build_classifier, save_checkpoint
 from medlocker.pack import pack
-from medlocker.report.packed import load_packed, model_names, read_public, surrogates_from_settings
+from medlocker.report.packed import (
+    load_packed,
+    model_names,
+    read_public,
+    surrogates_from_settings,
+)
 from medlocker.shards import read_manifest
 from medlocker.watermark import default_logo
 
