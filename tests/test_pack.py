@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -359,3 +360,17 @@ def test_a_source_with_some_of_the_models_classes_is_searched_in_the_models_numb
     some = dataclasses.replace(world["source"], classes=world["source"].classes[1:])  # a CSV without grade 0
     assert model_labels(some, [world["model"]]) == (1, 2, 3, 4)
     assert model_labels(world["source"], [world["model"], world["model"]]) == (0, 1, 2, 3, 4)
+
+
+def test_cli_refuses_a_used_destination_and_replaces_with_replace(world, reference, tmp_path):
+    dest = tmp_path / "ds"
+    shutil.copytree(reference, dest)
+    args = _pack_args(world, dest, tmp_path / "s1")
+    proc = _cli(*args, check=False)
+    assert proc.returncode != 0 and "--replace" in proc.stderr and _files(dest) == _files(reference)
+    _cli(*_pack_args(world, dest, tmp_path / "s2", "--replace", "--insecure-test-seed", "8"), env=REPRO_ENV)
+    assert _listing(dest) == _published_names(dest, world["owner"])
+    assert not set(_listing(dest)) & (set(_listing(reference)) - {"manifest.dsse.json"})
+    # the same seed again would write the same shard names over the old ones: refused
+    proc = _cli(*_pack_args(world, dest, tmp_path / "s3", "--replace", "--insecure-test-seed", "8"), check=False)
+    assert proc.returncode != 0 and "same --insecure-test-seed" in proc.stderr
