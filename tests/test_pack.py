@@ -22,7 +22,7 @@ from medlocker.crypto import Identity, issue_license
 from medlocker.data import open_source
 from medlocker.dataset import LicensedDataset
 from medlocker.models import build_classifier
-from medlocker.owner import OwnerSecrets
+from medlocker.owner import PROGRESS_DIR, OwnerSecrets
 from medlocker.pack import DestinationInUseError, pack
 from medlocker.pack.publish import local_secrets_path
 from medlocker.shards import read_manifest
@@ -138,7 +138,7 @@ def test_resume_after_kill_is_byte_identical(world, reference):
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while not list((secrets / "progress").glob("shard-*.json")) if secrets.exists() else True:
+    while not list((secrets / PROGRESS_DIR).glob("shard-*.json")) if secrets.exists() else True:
         assert proc.poll() is None, "pack finished before it could be interrupted"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -298,6 +298,8 @@ def test_secrets_behind_a_symlink_are_refused(world, tmp_path):
     (tmp_path / "private").mkdir()  # the destination is a symlink to the folder holding the secrets
     _refused(world, str(tmp_path / "dest-link"), tmp_path / "private" / "secrets", "never be published")
     _refused(world, f"simplecache::file://{tmp_path / 'dest-link'}", tmp_path / "private", "never be published")
+    # a wrapper over the local disk whose target path is not plain: refused, not guessed
+    _refused(world, f"dir::file://{out}", tmp_path / "elsewhere", "cannot tell where")
     assert _listing(out) == [] and _listing(tmp_path / "private") == []
 
 

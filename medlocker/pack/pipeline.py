@@ -106,9 +106,9 @@ def pack(
         remove_partial_files(dest, storage_options)
     comm.barrier()
     _run_stages(run, plan_shards(run))
-    sign_dataset(run)
+    published = sign_dataset(run)
     if replace and comm.rank == 0:
-        for name in remove_unlisted(run):
+        for name in remove_unlisted(run, published):
             log.info("removed %s from %s: not part of the new dataset", name, dest)
     run.summary.seconds = time.perf_counter() - t0
     return run.summary

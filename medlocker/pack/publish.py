@@ -10,7 +10,7 @@ Two guarantees, both checked before anything is written:
   ``simplecache::file:///x`` (unwrapped to the file system that finally holds the bytes).
 * **Publishing is exclusive.** A new run needs an empty (or absent) destination; a
   resumed run accepts only its own partial output (its shard and index names, its
-  temporary files, its own manifest). Anything else is refused unless ``replace`` is
+  temporary files, the manifest it wrote if it had finished). Anything else is refused unless ``replace`` is
   given, and then removed only after the new manifest is written:
 
       1. new shards + indexes   names carry the new dataset's tag (layout.dataset_prefix),
@@ -31,16 +31,14 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
 from fsspec.implementations.cached import CachingFileSystem
-from fsspec.implementations.dirfs import DirFileSystem
 
-from ..errors import MedLockerError
-from ..shards import layout, read_manifest
+from ..shards import ShardInfo, layout
 from ..shards.fs import is_local, url_to_fs
 from .run import PackRun
 
@@ -90,9 +88,7 @@ def _local_target(dest: str, storage_options: dict[str, Any] | None) -> str | No
     """
     fs, path = url_to_fs(dest, storage_options)
     while not is_local(fs):
-        if isinstance(fs, DirFileSystem):
-            path, fs = fs._join(path), fs.fs
-        elif isinstance(fs, CachingFileSystem):
+        if isinstance(fs, CachingFileSystem):
             fs = fs.fs
         elif isinstance(getattr(fs, "fs", None), fsspec.AbstractFileSystem):
             raise ValueError(  # noqa: TRY004 (a destination we refuse, not a type mistake)
@@ -187,14 +183,6 @@ def _is_own_temp(name: str, own: set[str]) -> bool:
     return name.startswith(".") and name.endswith(".tmp") and name[1:].rsplit(".", 2)[0] in own
 
 
-def _own_manifest(run: PackRun) -> bool:
-    try:
-        manifest = read_manifest(run.dest, run.owner.public, storage_options=run.storage_options)
-    except MedLockerError:
-        return False
-    return manifest.dataset_id == run.secrets.dataset_id
-
-
 def check_resumed_destination(run: PackRun, *, resume: bool, replace: bool) -> None:
     """Once the run is open: everything in the destination is this run's, or ``replace`` allows it.
 
@@ -206,9 +194,11 @@ def check_resumed_destination(run: PackRun, *, resume: bool, replace: bool) -> N
     """
     listing = _listing(run.dest, run.storage_options)
     own = _own_names(run)
-    if layout.MANIFEST_NAME in listing and resume and _own_manifest(run):
-        own.add(layout.MANIFEST_NAME)
     others = {n for n in listing if n not in own and not _is_own_temp(n, own | {layout.MANIFEST_NAME})}
+    if resume and others == {layout.MANIFEST_NAME}:
+        # Only this run's shards beside it: the manifest of this run once finished (or one
+        # with no dataset left to mix with); signing overwrites it in one atomic write.
+        others = set()
     if others and not replace:
         _refuse(run.dest, others, "that this run did not write")
     _no_subfolders(run.dest, listing)
@@ -219,10 +209,13 @@ def check_resumed_destination(run: PackRun, *, resume: bool, replace: bool) -> N
         )
 
 
-def remove_unlisted(run: PackRun) -> list[str]:
-    """After the new manifest: delete every file the manifest does not list. Returns their names."""
-    manifest = read_manifest(run.dest, run.owner.public, storage_options=run.storage_options)
-    keep = {layout.MANIFEST_NAME} | {s.name for s in manifest.shards} | {s.index for s in manifest.shards}
+def remove_unlisted(run: PackRun, shards: Sequence[ShardInfo]) -> list[str]:
+    """After the new manifest (listing ``shards``): delete every file it does not list.
+
+    Returns:
+        The names removed.
+    """
+    keep = {layout.MANIFEST_NAME} | {s.name for s in shards} | {s.index for s in shards}
     fs, path = url_to_fs(run.dest, run.storage_options)
     gone = []
     for name, kind in sorted(_listing(run.dest, run.storage_options).items()):

@@ -15,12 +15,16 @@ from .run import PackRun
 __all__ = ["sign_dataset"]
 
 
-def sign_dataset(run: PackRun) -> None:
-    """On rank 0: ``params.jsonl``, ``rejects.jsonl``, the totals, and the signed manifest."""
+def sign_dataset(run: PackRun) -> list[ShardInfo]:
+    """On rank 0: ``params.jsonl``, ``rejects.jsonl``, the totals, and the signed manifest.
+
+    Returns:
+        The shards the manifest lists (on other ranks: none).
+    """
     states = {i: run.secrets.progress_file(i).read_text() for i in run.my_shards}
     everything = run.comm.all_gather(states)
     if run.comm.rank != 0:
-        return
+        return []
     merged = {i: text for part in everything for i, text in part.items()}
     infos, params, rejects = [], [], []
     for i in range(run.n_shards):
@@ -43,3 +47,4 @@ def sign_dataset(run: PackRun) -> None:
         created=run.secrets.created,
         storage_options=run.storage_options,
     )
+    return infos
