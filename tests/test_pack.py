@@ -376,3 +376,30 @@ def test_cli_refuses_a_used_destination_and_replaces_with_replace(world, referen
     # the same seed again would write the same shard names over the old ones: refused
     proc = _cli(*_pack_args(world, dest, tmp_path / "s3", "--replace", "--insecure-test-seed", "8"), check=False)
     assert proc.returncode != 0 and "same --insecure-test-seed" in proc.stderr
+
+
+def test_an_interrupted_replace_leaves_the_old_dataset_whole_and_resumes(world, quick_config, tmp_path, monkeypatch):
+    import medlocker.pack.pipeline as pipeline
+    from medlocker.shards import check_dataset
+
+    dest, kw = tmp_path / "ds", {"owner": world["owner"], "surrogates": [world["model"]], "logo": default_logo(),
+                                 "config": quick_config(budget=4, shard_size=3)}
+    old = pack(world["source"], str(dest), secrets=tmp_path / "old", **kw)
+    fewer = dataclasses.replace(world["source"], records=world["source"].records[:4])
+
+    def crash(run):
+        raise KeyboardInterrupt("killed before the manifest")
+
+    monkeypatch.setattr(pipeline, "sign_dataset", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pack(fewer, str(dest), secrets=tmp_path / "new", replace=True, **kw)
+    monkeypatch.undo()
+    # step 1 done: the new shards sit beside the old ones, and the old manifest still reads the old dataset, intact
+    report = check_dataset(str(dest), world["owner"].public)
+    assert report.ok and report.samples == len(world["source"].records)
+    assert read_manifest(str(dest), world["owner"].public).dataset_id == old.dataset_id
+    with pytest.raises(DestinationInUseError):  # resuming must say --replace again
+        pack(fewer, str(dest), secrets=tmp_path / "new", resume=True, **kw)
+    new = pack(fewer, str(dest), secrets=tmp_path / "new", resume=True, replace=True, **kw)
+    assert read_manifest(str(dest), world["owner"].public).dataset_id == new.dataset_id
+    assert _listing(dest) == _published_names(dest, world["owner"])
