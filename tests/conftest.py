@@ -14,7 +14,7 @@ from medlocker.data import Source, open_source
 from medlocker.data.synth import write_synthetic_dataset
 from medlocker.models import Classifier, build_classifier, save_checkpoint
 from medlocker.pack import PackConfig
-from medlocker.watermark import SearchConfig
+from medlocker.watermark import PlacementConfig, ProtectionConfig
 
 # ---------------------------------------------------------------- synthetic DR data
 
@@ -68,7 +68,9 @@ def pack_world(tmp_path_factory: pytest.TempPathFactory) -> Callable[..., PackWo
 def quick_pack_config(*, budget: int, shard_size: int, batch_size: int = 32) -> PackConfig:
     """A fast CPU packing configuration: the black-box search with a small budget and logo."""
     return PackConfig(
-        search=SearchConfig(optimizer="blackbox", budget=budget, logo_scale=0.02, lesion_margin=1),
+        protection=ProtectionConfig(
+            placement=PlacementConfig(optimizer="blackbox", budget=budget, logo_scale=0.02, lesion_margin=1)
+        ),
         shard_size=shard_size,
         batch_size=batch_size,
     )

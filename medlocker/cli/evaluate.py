@@ -34,11 +34,14 @@ from medlocker.report.pipeline import (
     FULL,
     GPU,
     QUICK,
+    REPORT_PROTECTION,
     run_from_sources,
     with_overrides,
+    with_protection,
 )
 
 log = logging.getLogger("evaluate")
+_P = REPORT_PROTECTION.placement
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -68,24 +71,24 @@ def build_parser(prog: str = "medlocker evaluate", packed: bool = True) -> argpa
                         f"(default {','.join(FULL.surrogates)})")
     p.add_argument("--epochs", type=int, help=f"training epochs (default {FULL.epochs})")
     p.add_argument("--configs", type=_names,
-                   help=f"search configurations, from {','.join(CONFIG_NAMES)} (default {','.join(FULL.configs)})")
-    p.add_argument("--optimizer", help=f"search optimizer (default {FULL.optimizer})")
-    p.add_argument("--budget", type=int, help=f"model queries per image (default {FULL.budget})")
-    p.add_argument("--logo-scale", type=float, help=f"logo area as a fraction of the image (default {FULL.logo_scale})")
+                   help=f"protection configurations, from {','.join(CONFIG_NAMES)} (default {','.join(c.name for c in FULL.configs)})")
+    p.add_argument("--optimizer", help=f"placement search optimizer (default {_P.optimizer})")
+    p.add_argument("--budget", type=int, help=f"placement search queries per image; texture steps come on top (default {_P.budget})")
+    p.add_argument("--logo-scale", type=float, help=f"logo area as a fraction of the image (default {_P.logo_scale})")
     p.add_argument("--max-opacity", type=int,
-                   help=f"highest opacity the search may use, 1..255 (default {FULL.opacity[1]}: solid logo pixels)")
+                   help=f"highest opacity the search may use, 1..255 (default {_P.opacity[1]}: solid logo pixels)")
     p.add_argument("--learn-steps", type=int,
-                   help=f"logo-learning steps of the *_learned configurations (default {FULL.learn_steps})")
+                   help=f"logo-learning steps of the *_learned configurations (default {REPORT_PROTECTION.universal.steps})")
     p.add_argument("--colour-steps", type=int,
-                   help=f"per-image colour steps of the *_colours configurations (default {FULL.colour_steps})")
+                   help=f"per-image colour steps of the *_colours configurations (default {REPORT_PROTECTION.texture.steps})")
     p.add_argument("--colour-eot", type=view_list,
                    help="comma-separated EOT views of the colour steps alone, e.g. jpeg75,resize0.5,median3 "
                         "(default: the configuration's own views; 'none' = identity only)")
     p.add_argument("--colour-cell", type=int,
-                   help=f"px per colour cell of the colour steps: a low-frequency texture (default {FULL.colour_cell})")
+                   help=f"px per colour cell of the colour steps: a low-frequency texture (default {REPORT_PROTECTION.texture.cell})")
     p.add_argument("--logo-shrink", type=float,
                    help=f"where the logo does not fit off the lesions, multiply its area by this until it does "
-                        f"(default {FULL.logo_shrink})")
+                        f"(default {_P.logo_shrink})")
     p.add_argument("--transfer-sources", type=_names,
                    help="architectures to protect with alone, for a full transfer heat map")
     p.add_argument("--seed", type=int, help="data, training and search seed (default 0)")
@@ -115,12 +118,15 @@ def config_from_args(args: argparse.Namespace):
     if args.quick + args.cpu + args.gpu > 1:
         raise ValueError("--quick, --cpu and --gpu are presets: pick one")
     base = QUICK if args.quick else CPU if args.cpu else GPU if args.gpu else FULL
-    return with_overrides(
+    run = with_overrides(
         base, n_images=args.n, n_train=args.n_train, size=args.size, model_size=args.model_size, archs=args.archs,
-        surrogates=args.surrogates,
-        epochs=args.epochs, configs=args.configs, optimizer=args.optimizer, budget=args.budget,
-        transfer_sources=args.transfer_sources, seed=args.seed, device=args.device, logo_scale=args.logo_scale,
-        opacity=None if args.max_opacity is None else (min(base.opacity[0], args.max_opacity), args.max_opacity),
+        surrogates=args.surrogates, epochs=args.epochs, transfer_sources=args.transfer_sources, seed=args.seed,
+        device=args.device,
+    )
+    lo = min(p.protection.placement.opacity[0] for p in run.configs)
+    return with_protection(
+        run, args.configs, optimizer=args.optimizer, budget=args.budget, logo_scale=args.logo_scale,
+        opacity=None if args.max_opacity is None else (min(lo, args.max_opacity), args.max_opacity),
         learn_steps=args.learn_steps, colour_steps=args.colour_steps, colour_eot=args.colour_eot,
         logo_shrink=args.logo_shrink, colour_cell=args.colour_cell,
     )

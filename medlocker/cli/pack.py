@@ -18,9 +18,13 @@ from pathlib import Path
 from medlocker.cli.common import add_storage_option, run_cli, storage_options, view_list
 
 EOT_VIEWS = "jpeg75,resize0.5,median3,blur,crop"
+FLAGS = ("optimizer", "budget", "logo_scale", "min_logo_scale", "logo_shrink", "lesion_margin", "eot", "logo_mode",
+         "colour_steps", "colour_cell", "colour_eot")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from medlocker.watermark.config import DEFAULT_PRESET, PRESETS
+
     p = argparse.ArgumentParser(
         prog="medlocker pack",
         description=__doc__.split("\n\n")[0],
@@ -45,40 +49,40 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--allow-rejects", action="store_true", help="exit 0 even if some inputs were rejected")
     io.add_argument("--summary", metavar="FILE", help="also write the summary as JSON to FILE")
     add_storage_option(io)
-    s = p.add_argument_group("watermark search")
+    s = p.add_argument_group("protection", "a preset (--protection) and, optionally, its knobs overridden one by one")
     s.add_argument("--model", action="append", default=[], metavar="CKPT",
                    help="surrogate checkpoint (tools/train.py); repeat for an ensemble")
     s.add_argument("--logo", metavar="PNG", help="your logo (RGBA PNG); default: the MedLocker mark")
-    s.add_argument("--logo-mode", choices=("fixed", "learned"), default="fixed",
+    s.add_argument("--protection", default=DEFAULT_PRESET, choices=tuple(PRESETS), metavar="NAME",
+                   help=f"protection preset: {', '.join(PRESETS)} (default %(default)s). paper: the seed's method "
+                        "(fixed logo, position and transparency searched); standard: learned logo + per-image "
+                        "texture; strong: standard with the texture under JPEG/resize/median views")
+    s.add_argument("--logo-mode", choices=("fixed", "learned"),
                    help="fixed: your logo as is; learned: its colours optimised once for the dataset")
-    s.add_argument("--optimizer", choices=("gradient", "blackbox", "bhe"), default="gradient",
+    s.add_argument("--optimizer", choices=("gradient", "blackbox", "bhe"),
                    help="gradient (white-box, fewest queries), blackbox (scores only), bhe (the Adv-watermark baseline)")
-    s.add_argument("--budget", type=int, default=1000, metavar="Q", help="max model queries per image (default %(default)s)")
-    s.add_argument("--colour-steps", type=int, default=0, metavar="N",
-                   help="then optimise each image's logo colours at its placement for N steps (an adversarial "
-                        "texture inside the logo's shape; stronger protection and transfer, N forward+backward "
-                        "queries per image and surrogate from --budget; each sample commits to its own logo). "
-                        "0 = off (default). On synthetic data 100 steps took the protection report's held-out "
-                        "accuracy from 38.7 %% to 26.7 %% for about 200 queries per image; 30 steps to 28.7 %% for 60")
-    s.add_argument("--logo-scale", type=float, default=0.04, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
-    s.add_argument("--min-logo-scale", type=float, default=0.01, metavar="F",
+    s.add_argument("--budget", type=int, metavar="Q",
+                   help="max model queries per image for the placement search (the texture's come on top)")
+    s.add_argument("--colour-steps", type=int, metavar="N",
+                   help="then optimise each image's logo colours at its placement for up to N steps (an adversarial "
+                        "texture inside the logo's shape; N forward+backward queries per image, surrogate and view, "
+                        "on top of --budget; each sample commits to its own logo). 0 = off")
+    s.add_argument("--logo-scale", type=float, metavar="F", help="logo area as a fraction of the image (<= 0.0625)")
+    s.add_argument("--min-logo-scale", type=float, metavar="F",
                    help="where the logo does not fit off the lesions, shrink its area (see --logo-shrink) down to "
-                   "F before rejecting the image (default %(default)s; 0 = never shrink)")
+                   "F before rejecting the image (0 = never shrink)")
     s.add_argument("--colour-cell", type=int, metavar="PX",
                    help="the colour steps optimise one colour offset per PX x PX block (a smooth texture that "
-                        "survives resizing/JPEG and transfers better; default: SearchConfig's)")
+                        "survives resizing/JPEG and transfers better)")
     s.add_argument("--logo-shrink", type=float, metavar="R",
-                   help="each shrink multiplies the logo area by R, 0 < R < 1 (default: SearchConfig's)")
-    s.add_argument("--lesion-margin", type=int, default=4, metavar="PX",
-                   help="pixels kept between the logo and any lesion box (default %(default)s)")
-    s.add_argument("--eot", default="", metavar="VIEWS",
-                   help=f"transform views in the objective for robustness/transfer, comma-separated from: {EOT_VIEWS}")
+                   help="each shrink multiplies the logo area by R, 0 < R < 1")
+    s.add_argument("--lesion-margin", type=int, metavar="PX",
+                   help="pixels kept between the logo and any lesion box")
+    s.add_argument("--eot", type=view_list, metavar="VIEWS",
+                   help=f"transform views in the placement search's objective, comma-separated from: {EOT_VIEWS}")
     s.add_argument("--colour-eot", type=view_list, metavar="VIEWS",
-                   help="transform views for the colour steps alone (default: the --eot views; 'none' = none): "
-                        "the texture then survives JPEG/resizing and transfers better, at 1 + len(VIEWS) "
-                        "queries per step. On synthetic data with 224 px classifiers, 100 steps under "
-                        "jpeg75,resize0.5,median3 with --colour-cell 4 took held-out accuracy from 33.6 %% (learned "
-                        "logo alone) to 24.7 %% for about 800 queries per image")
+                   help="transform views for the colour steps alone (default: the --eot views; 'none' = none), "
+                        "at 1 + len(VIEWS) queries per step")
     s.add_argument("--batch-size", type=int, default=0, metavar="B",
                    help="images searched together, across shard boundaries (default 0 = 2048 on a GPU, "
                         "where big batches keep it busy while the last hard images finish; 32 on CPU); "
@@ -117,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from medlocker.distributed import from_environment
     from medlocker.models import load_checkpoint
     from medlocker.pack import PackConfig, default_read_processes, pack
-    from medlocker.watermark import SearchConfig, default_logo, load_logo
+    from medlocker.watermark import default_logo, load_logo
 
     comm = from_environment(args.device)
     try:
@@ -128,19 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         surrogates = [load_checkpoint(m, map_location=device) for m in args.model]
         logo = load_logo(args.logo) if args.logo else default_logo()
         config = PackConfig(
-            search=SearchConfig(
-                optimizer=args.optimizer,
-                budget=args.budget,
-                logo_scale=args.logo_scale,
-                lesion_margin=args.lesion_margin,
-                min_logo_scale=min(args.min_logo_scale, args.logo_scale) or None,
-                eot=tuple(v for v in args.eot.split(",") if v),
-                logo_mode=args.logo_mode,
-                colour_steps=args.colour_steps,
-                colour_eot=args.colour_eot,
-                **{k: v for k, v in (("logo_shrink", args.logo_shrink), ("colour_cell", args.colour_cell))
-                   if v is not None},
-            ),
+            protection=protection_from_args(args),
             shard_size=args.shard_size,
             batch_size=args.batch_size or (2048 if device.type == "cuda" else 32),
             resize=args.resize,
@@ -168,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         comm.close()
     if comm.rank != 0:
         return 0
-    result = summary.to_dict()
+    result = {"protection": args.protection, **summary.to_dict()}
     if args.summary:
         Path(args.summary).write_text(json.dumps(result, indent=2))
     print_summary(result)
@@ -179,11 +171,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def protection_from_args(args: argparse.Namespace):
+    """The ``--protection`` preset with every knob flag that was given put in its place."""
+    from medlocker.watermark import protection_preset
+
+    return protection_preset(args.protection).override(**{k: getattr(args, k) for k in FLAGS})
+
+
 def print_summary(r: dict) -> None:
     print(f"\nPublished {r['protected']} protected images in {r['shards']} shard(s) to {r['dest']}")
     print(f"  dataset id          {r['dataset_id']}")
     print(f"  manifest digest     {r['manifest_digest']}")
     print(f"  owner secrets       {r['secrets']}  (keep private; never publish)")
+    print(f"  protection          {r['protection']}")
     print(f"  surrogate accuracy  clean {r['surrogate_clean_accuracy']:.1%} -> protected {r['surrogate_protected_accuracy']:.1%}")
     print(f"  attack success      {r['attack_success_rate']:.1%}")
     print(f"  queries per image   median {r['median_queries']:.0f}, mean {r['mean_queries']:.1f}")

@@ -6,23 +6,24 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..watermark import SearchConfig
+from ..watermark import DEFAULT_PRESET, PRESETS, ProtectionConfig
 
 __all__ = ["PackConfig", "PackSummary", "created_time", "default_read_processes"]
 
 
 @dataclass(frozen=True)
 class PackConfig:
-    """How to pack. The watermark search itself is configured by ``search``."""
+    """How to pack. The protection itself is configured by ``protection`` (default: the
+    ``standard`` preset, :data:`medlocker.watermark.PRESETS`)."""
 
-    search: SearchConfig = field(default_factory=SearchConfig)
+    protection: ProtectionConfig = field(default_factory=lambda: PRESETS[DEFAULT_PRESET])
     shard_size: int = 256
     batch_size: int = 32
     resize: int | None = None
@@ -33,6 +34,14 @@ class PackConfig:
     (0: in the ``workers`` threads). Reading is Python and numpy work that holds the
     interpreter lock much of the time, so threads barely run it in parallel; on a GPU,
     where the search is fast, processes keep up with it."""
+    search: InitVar[ProtectionConfig | None] = None
+    """Deprecated spelling of ``protection`` (earlier releases' ``PackConfig(search=...)``)."""
+
+    def __post_init__(self, search: ProtectionConfig | None) -> None:
+        if search is not None:
+            object.__setattr__(self, "protection", search)
+        if not isinstance(self.protection, ProtectionConfig):
+            raise TypeError(f"PackConfig.protection must be a ProtectionConfig, got {type(self.protection).__name__}")
 
 
 def default_read_processes(device: str | torch.device) -> int:

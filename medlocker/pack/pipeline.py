@@ -67,8 +67,9 @@ def pack(
         owner: the owner's private identity (signs the manifest).
         secrets: local folder for the owner's secrets; never inside ``dest``.
         surrogates: the models in the search loop (an ensemble if several).
-        logo: RGBA uint8 logo; in ``learned`` mode its colours are optimised once.
-        config: shard size, batch size, resize, and the search configuration.
+        logo: RGBA uint8 logo; with ``protection.universal.mode == 'learned'`` its colours are
+            optimised once.
+        config: shard size, batch size, resize, and the protection.
         resume: continue the run whose secrets are in ``secrets``.
         progress: ``callback(images_done, images_fooled)`` per batch.
         comm: ranks and collectives (:mod:`medlocker.distributed`); rank ``r``

@@ -34,7 +34,7 @@ __all__ = ["open_run", "plan_shards", "run_settings"]
 def run_settings(source: Source, surrogates: Sequence[Classifier], config: PackConfig) -> dict[str, Any]:
     """The options ``run.json`` records; ``--resume`` must be given the same ones."""
     return {
-        "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.search.__dict__.items()},
+        "protection": config.protection.to_dict(),
         "shard_size": config.shard_size,
         "resize": config.resize,
         "prefix": config.prefix,
@@ -74,13 +74,13 @@ def open_run(
     opened = OwnerSecrets.load(secrets, owner)
     if opened.info["settings"] != json.loads(json.dumps(settings)):
         raise ValueError(f"{secrets}: --resume with different settings than the interrupted run; use the same options")
-    config = replace(config, search=replace(config.search, seed=opened.search_seed))
+    config = replace(config, protection=replace(config.protection, seed=opened.search_seed))
     for m in surrogates:
         m.to(device).eval()
 
     # The logo: fixed, or learned once (rank 0), then read back by every rank.
     if comm.rank == 0 and not opened.logo_path.exists():
-        if config.search.logo_mode == "learned":
+        if config.protection.universal.learned:
             logo = _learn_logo(source, logo, surrogates, config, opened, model_labels)
         opened.save_logo(logo)
     share_file(comm, opened.logo_path)
@@ -120,9 +120,9 @@ def _learn_logo(
     secrets: OwnerSecrets,
     model_labels: tuple[int, ...],
 ) -> np.ndarray:
-    """Learn the logo's colours once on the first images of the source."""
+    """Learn the logo's colours once on the first ``protection.universal.images`` images of the source."""
     picks = []
-    for rec in source.records[: max(8, min(config.batch_size, 512))]:
+    for rec in source.records[: config.protection.universal.images]:
         try:
             picks.append((rec, *load_record(rec, config.resize, source.masks is not None)))
         except BadInputError:
@@ -133,4 +133,4 @@ def _learn_logo(
     labels = [model_labels[p[0].label] for p in picks]
     boxes = [p[2] or [] for p in picks]
     gen = torch.Generator().manual_seed(secrets.search_seed)
-    return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.search, generator=gen)
+    return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.protection, generator=gen)

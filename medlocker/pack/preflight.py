@@ -15,7 +15,7 @@ import numpy as np
 from ..data import Source
 from ..models import Classifier
 from ..shards import layout
-from ..watermark import SearchConfig
+from ..watermark import PlacementConfig
 from ..watermark.logo import logo_size
 from .config import PackConfig
 
@@ -39,7 +39,7 @@ def check_before_work(
     """
     labels = model_labels(source, surrogates)
     if config.resize:
-        problem = logo_too_small((config.resize, config.resize), logo, config.search)
+        problem = logo_too_small((config.resize, config.resize), logo, config.protection.placement)
         if problem:
             raise ValueError(f"--resize {config.resize}: {problem}")
     try:
@@ -81,17 +81,17 @@ def model_labels(source: Source, surrogates: Sequence[Classifier]) -> tuple[int,
     return tuple(classes.index(c) for c in source.classes)
 
 
-def logo_too_small(image_hw: tuple[int, int], logo: np.ndarray, search: SearchConfig) -> str | None:
+def logo_too_small(image_hw: tuple[int, int], logo: np.ndarray, placement: PlacementConfig) -> str | None:
     """Why an image of ``image_hw`` cannot carry the logo, or None if it can."""
     H, W = int(image_hw[0]), int(image_hw[1])
     try:
-        w, h = logo_size(logo, (H, W), scale=search.logo_scale)
+        w, h = logo_size(logo, (H, W), scale=placement.logo_scale)
     except ValueError:
         w = h = 0
     if min(w, h) >= MIN_LOGO_SIDE:
         return None
     return (
-        f"the image is {W}x{H} px, too small for the logo: at logo scale {search.logo_scale} it would be "
+        f"the image is {W}x{H} px, too small for the logo: at logo scale {placement.logo_scale} it would be "
         f"{w}x{h} px (at least {MIN_LOGO_SIDE}x{MIN_LOGO_SIDE} needed); use larger images, --resize, "
         "or a larger --logo-scale"
     )

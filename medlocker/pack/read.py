@@ -81,7 +81,7 @@ def loaded_records(run: PackRun, parts: Sequence[Part]) -> Iterator[Loaded]:
                 log.warning("rejected %s: %s", rec.path, e)
                 run.progress(0, 0)
                 continue
-            problem = logo_too_small(image.shape[:2], run.logo, run.config.search)
+            problem = logo_too_small(image.shape[:2], run.logo, run.config.protection.placement)
             if problem:
                 run.summary.reject(rec.key, rec.path, problem)
                 log.warning("rejected %s: %s", rec.path, problem)

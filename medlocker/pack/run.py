@@ -25,7 +25,7 @@ __all__ = ["PackRun", "share_file"]
 class PackRun:
     """A packing run once planned: where it reads and writes, its opened secrets, its logo.
 
-    ``config.search.seed`` is the run's own search seed (from ``run.json``), so every
+    ``config.protection.seed`` is the run's own search seed (from ``run.json``), so every
     rank and every resumed attempt searches alike. ``summary`` is this rank's tally.
     """
 

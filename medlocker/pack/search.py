@@ -79,7 +79,7 @@ def _search_chunk(run: PackRun, chunk: list[Loaded], pool: Executor) -> list[Fut
     with torch.no_grad():
         clean = run.surrogates[0](_tensor(images, run.device)).argmax(1).cpu().tolist()
     results = protect(
-        images, labels, [x.boxes for x in chunk], run.surrogates, logo=run.logo, config=run.config.search,
+        images, labels, [x.boxes for x in chunk], run.surrogates, logo=run.logo, config=run.config.protection,
         device=run.device, seeds=seeds,
     )
     run.summary.timings["search"] += time.perf_counter() - started
