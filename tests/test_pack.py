@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -364,22 +363,26 @@ def test_a_source_with_some_of_the_models_classes_is_searched_in_the_models_numb
     assert model_labels(world["source"], [world["model"], world["model"]]) == (0, 1, 2, 3, 4)
 
 
-def test_cli_refuses_a_used_destination_and_replaces_with_replace(world, reference, tmp_path):
-    dest = tmp_path / "ds"
-    shutil.copytree(reference, dest)
-    args = _pack_args(world, dest, tmp_path / "s1")
-    proc = _cli(*args, check=False)
-    assert proc.returncode != 0 and "--replace" in proc.stderr and _files(dest) == _files(reference)
-    _cli(*_pack_args(world, dest, tmp_path / "s2", "--replace", "--insecure-test-seed", "8"), env=REPRO_ENV)
+def test_cli_refuses_a_used_destination_and_replaces_with_replace(world, tmp_path, capsys):
+    from medlocker.cli.common import guarded
+    from medlocker.cli.pack import main
+
+    dest, paper = tmp_path / "ds", ("--protection", "paper")  # the flag's wiring, not the protection, is tested
+    assert guarded(main, _pack_args(world, dest, tmp_path / "s1", *paper)) == 0
+    first = _files(dest)
+    capsys.readouterr()
+    assert guarded(main, _pack_args(world, dest, tmp_path / "s2", *paper)) == 2
+    assert "--replace" in capsys.readouterr().err and _files(dest) == first
+    assert guarded(main, _pack_args(world, dest, tmp_path / "s3", "--replace", "--insecure-test-seed", "8", *paper)) == 0
     assert _listing(dest) == _published_names(dest, world["owner"])
-    assert not set(_listing(dest)) & (set(_listing(reference)) - {"manifest.dsse.json"})
+    assert not set(_listing(dest)) & (set(first) - {"manifest.dsse.json"})
     # the same seed again would write the same shard names over the old ones: refused
-    proc = _cli(*_pack_args(world, dest, tmp_path / "s3", "--replace", "--insecure-test-seed", "8"), check=False)
-    assert proc.returncode != 0 and "same --insecure-test-seed" in proc.stderr
+    assert guarded(main, _pack_args(world, dest, tmp_path / "s4", "--replace", "--insecure-test-seed", "8", *paper)) == 2
+    assert "same --insecure-test-seed" in capsys.readouterr().err
 
 
 def test_an_interrupted_replace_leaves_the_old_dataset_whole_and_resumes(world, quick_config, tmp_path, monkeypatch):
-    import medlocker.pack.pipeline as pipeline
+    from medlocker.pack import pipeline
     from medlocker.shards import check_dataset
 
     dest, kw = tmp_path / "ds", {"owner": world["owner"], "surrogates": [world["model"]], "logo": default_logo(),
