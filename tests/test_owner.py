@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 import pytest
 
-from conftest_shards import fixed_identity
+from shardkit import fixed_identity
 from medlocker.errors import FormatError
 from medlocker.owner import (
     LOGO_FILE,

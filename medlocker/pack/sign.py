@@ -46,5 +46,6 @@ def sign_dataset(run: PackRun) -> list[ShardInfo]:
         logo_sha256=run.logo_sha256,
         created=run.secrets.created,
         storage_options=run.storage_options,
+        insecure_test_seed=bool(run.secrets.info.get("insecure_test_seed")),
     )
     return infos
