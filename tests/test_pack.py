@@ -186,7 +186,7 @@ def test_torchrun_two_ranks_writes_the_same_dataset(world, reference):
     multi = t / "multi"
     env = {**os.environ, "OMP_NUM_THREADS": "1", **REPRO_ENV}
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(ROOT / "tools" / "pack.py"), *_pack_args(world, multi, t / "multi-secrets")],
         env=env, capture_output=True, text=True, timeout=600,
     )
