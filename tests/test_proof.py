@@ -265,3 +265,16 @@ def test_check_proof_fuzz_suspect_bytes(packed, valid_proof, data):
     except MedLockerError:
         return
     assert not result.matched  # random bytes are never the file the proof names
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(16, 80), st.integers(16, 80), st.integers(0, 2**32 - 1), st.sampled_from(["PNG", "JPEG"]))
+def test_check_proof_fuzz_any_image_the_proof_names(packed, valid_proof, w, h, seed, fmt):
+    """An arbitrary image whose digest the proof names is registered and scored without a crash."""
+    from medlocker.shards.payload import sha256_digest
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    data = _file(pixels, fmt)
+    doc = {**valid_proof, "suspect_sha256": sha256_digest(data)}
+    result = _check(packed, json.dumps(doc).encode(), data)
+    assert result.suspect_digest_matches and not result.matched

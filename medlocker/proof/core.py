@@ -34,6 +34,7 @@ from .register import Registration, SuspectTemplates, coarse_match, register
 __all__ = ["Proof", "ProofCheck", "check_proof", "decode_suspect", "prove"]
 
 _MAX_SUSPECT_PIXELS = 64 * 2**20
+_MIN_SIDE = 16
 
 
 def _milli(v: float | None) -> int | None:
@@ -145,8 +146,9 @@ def decode_suspect(data: bytes, name: str = "suspect image") -> np.ndarray:
     """Decode untrusted image bytes to uint8 RGB, or raise :class:`BadInputError` naming ``name``."""
     try:
         with Image.open(io.BytesIO(data)) as im:
-            if im.width * im.height > _MAX_SUSPECT_PIXELS:
-                raise BadInputError(f"{name}: {im.width}x{im.height} is too large to be a leaked image")
+            if im.width * im.height > _MAX_SUSPECT_PIXELS or min(im.width, im.height) < _MIN_SIDE:
+                raise BadInputError(f"{name}: {im.width}x{im.height} px is not a size a leaked image can be "
+                                    f"matched at (each side >= {_MIN_SIDE} px, at most {_MAX_SUSPECT_PIXELS} px)")
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as e:
         raise BadInputError(f"{name}: cannot decode the image ({type(e).__name__}: {e})") from None
@@ -156,8 +158,9 @@ def _as_image(suspect: bytes | np.ndarray) -> np.ndarray:
     if isinstance(suspect, (bytes, bytearray, memoryview)):
         return decode_suspect(bytes(suspect))
     arr = np.asarray(suspect)
-    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < 8:
-        raise ValueError(f"suspect must be uint8 [H>=8, W>=8, 3] or encoded image bytes, got {arr.dtype} {arr.shape}")
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3 or min(arr.shape[:2]) < _MIN_SIDE:
+        raise ValueError(f"suspect must be uint8 [H, W, 3] with sides >= {_MIN_SIDE} or encoded image bytes, "
+                         f"got {arr.dtype} {arr.shape}")
     return arr
 
 

@@ -50,7 +50,7 @@ class Thresholds:
     box: float
 
 
-THRESHOLDS = Thresholds(image=0.45, watermark=0.45, box=0.45)
+THRESHOLDS = Thresholds(image=0.55, watermark=0.45, box=0.55)
 
 
 @dataclass(frozen=True)
