@@ -50,6 +50,9 @@ class Thresholds:
     box: float
 
 
+# From benchmarks/results/cpu-2026-12-02/proof.json (synthetic, 256 px): over 240 leaks the lowest
+# image / watermark / box values are 0.75 / 0.79 / 0.66; over 100 unrelated images the highest image
+# and box values are 0.35 / 0.47, over leaked originals the highest watermark score is 0.05.
 THRESHOLDS = Thresholds(image=0.55, watermark=0.45, box=0.55)
 
 
