@@ -63,7 +63,7 @@ from torch.overrides import TorchFunctionMode
 
 from medlocker.data import generate_fundus
 from medlocker.models import build_classifier, load_checkpoint, save_checkpoint
-from medlocker.watermark import SearchConfig, boxes_from_masks, default_logo, protect
+from medlocker.watermark import PlacementConfig, ProtectionConfig, boxes_from_masks, default_logo, protect
 from medlocker.watermark.optim import OPTIMIZERS, frozen
 
 log = logging.getLogger("bench.attack")
@@ -628,8 +628,8 @@ def _measure_all(args: argparse.Namespace, report: dict[str, Any]) -> None:
     report["curve_budgets"] = budgets
 
     def run(name: str, subset: Images, budget: int) -> list[Any]:
-        cfg = SearchConfig(optimizer=name, budget=budget, amp=precision == "bf16", batch_size=args.batch_size,
-                           seed=args.seed)
+        cfg = ProtectionConfig(placement=PlacementConfig(optimizer=name, budget=budget), amp=precision == "bf16",
+                               batch_size=args.batch_size, seed=args.seed)
         return protect(subset.pixels, subset.labels.tolist(), subset.boxes, [wrapped], logo=logo, config=cfg,
                        device=device, seeds=[f"bench{i}" for i in range(len(subset.labels))])
 

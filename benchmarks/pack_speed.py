@@ -33,7 +33,7 @@ from medlocker.crypto import Identity
 from medlocker.data import open_source, write_synthetic_dataset
 from medlocker.models import load_checkpoint
 from medlocker.pack import PackConfig, default_read_processes, pack
-from medlocker.watermark import SearchConfig, default_logo
+from medlocker.watermark import default_logo, protection_preset
 
 log = logging.getLogger("bench.pack")
 
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         shutil.rmtree(dest, ignore_errors=True)
         shutil.rmtree(secrets, ignore_errors=True)
         config = PackConfig(
-            search=SearchConfig(optimizer=args.optimizer, budget=args.budget, min_logo_scale=0.01,
-                                colour_steps=args.colour_steps),
+            protection=protection_preset("paper").override(optimizer=args.optimizer, budget=args.budget,
+                                                           colour_steps=args.colour_steps),
             shard_size=args.shard_size, batch_size=args.batch_size, workers=workers,
             read_processes=default_read_processes(dev) if args.read_processes < 0 else args.read_processes)
         if dev.type == "cuda":

@@ -42,7 +42,9 @@ from PIL import Image
 from medlocker.data import generate_fundus, open_source, write_synthetic_dataset
 from medlocker.models import load_checkpoint, save_checkpoint, train_classifier
 from medlocker.watermark import (
-    SearchConfig,
+    PlacementConfig,
+    ProtectionConfig,
+    UniversalConfig,
     boxes_from_masks,
     default_logo,
     learn_logo,
@@ -161,9 +163,11 @@ def train_or_load(args: argparse.Namespace, device: torch.device) -> tuple[torch
 def run_row(name: str, logo_mode: str, logo: np.ndarray, clf: torch.nn.Module, images: np.ndarray,
             labels: list[int], boxes: list, masks: list[np.ndarray], clean_pred: np.ndarray,
             args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
-    config = SearchConfig(optimizer=name, budget=args.budget, logo_scale=args.logo_scale, opacity=tuple(args.opacity),
-                          eot=tuple(v for v in args.eot.split(",") if v), logo_mode=logo_mode, seed=args.seed,
-                          margin=args.margin, min_logo_scale=args.min_logo_scale)
+    config = ProtectionConfig(
+        placement=PlacementConfig(optimizer=name, budget=args.budget, logo_scale=args.logo_scale,
+                                  opacity=tuple(args.opacity), eot=tuple(v for v in args.eot.split(",") if v),
+                                  margin=args.margin, min_logo_scale=args.min_logo_scale),
+        universal=UniversalConfig(mode=logo_mode), seed=args.seed)
     t0 = time.perf_counter()
     results = []
     for s in range(0, len(images), args.batch):
@@ -238,10 +242,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     learn_seconds = None
     if "learned" in args.logos.split(","):
         t0 = time.perf_counter()
-        cfg = SearchConfig(logo_scale=args.logo_scale, opacity=tuple(args.opacity), logo_mode="learned", seed=args.seed,
-                           eot=tuple(v for v in args.eot.split(",") if v))
-        logos["learned"] = learn_logo(images, labels, boxes, [clf], logo=default_logo(), config=cfg,
-                                      steps=args.learn_steps, batch_size=8, placements=2, device=device,
+        cfg = ProtectionConfig(
+            placement=PlacementConfig(logo_scale=args.logo_scale, opacity=tuple(args.opacity),
+                                      eot=tuple(v for v in args.eot.split(",") if v)),
+            universal=UniversalConfig(mode="learned", steps=args.learn_steps, batch_size=8, placements=2),
+            seed=args.seed)
+        logos["learned"] = learn_logo(images, labels, boxes, [clf], logo=default_logo(), config=cfg, device=device,
                                       generator=torch.Generator().manual_seed(args.seed))
         learn_seconds = time.perf_counter() - t0
         log.info("learned the logo colours in %.0f s", learn_seconds)

@@ -7,7 +7,8 @@ primary configuration ``ensemble_learned_colours`` as ``benchmarks/report.py``),
 them, and for the images some surrogate still gets right records their grade, their logo's
 area, and the largest logo the lesion boxes would allow with no safety margin and a finer
 size ladder. Then it protects just those images again under each ``--variants`` entry
-(overrides of :class:`medlocker.watermark.SearchConfig`) and counts how many stay correct.
+(overrides of the primary :class:`medlocker.watermark.ProtectionConfig`, by the flat names of
+:data:`medlocker.watermark.config.FLAT_NAMES`) and counts how many stay correct.
 All numbers are on synthetic data.
 
     python benchmarks/resistant.py --cpu --epochs 10 --n 100 --out runs/full-cpu   # after report.py --cpu --epochs 10 there
@@ -15,14 +16,13 @@ All numbers are on synthetic data.
         --variants "colour_steps=300;lesion_margin=0,logo_shrink=0.9"
 
 A variant is ``field=value`` pairs joined by ``,``; tuples (``colour_eot``) join their items
-with ``+``. The colour steps a variant adds are paid for on top of the search budget, as
-in the report.
+with ``+``. The texture steps a variant adds are paid for on top of the placement budget
+(:meth:`~medlocker.watermark.ProtectionConfig.queries`), as in the report.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import platform
 import sys
@@ -37,9 +37,10 @@ from PIL import Image
 from medlocker.cli import view_list
 from medlocker.models import resolve_device
 from medlocker.report.metrics import predict
-from medlocker.report.pipeline import CPU, GPU, QUICK, _evaluation_images, _learned_logo, _search_config, \
-    _trained_models, with_colour_budget, with_overrides
-from medlocker.watermark import SearchConfig, default_logo, protect, render_exact
+from medlocker.report.pipeline import CPU, GPU, QUICK, _evaluation_images, _learned_logo, _seeded, _trained_models, \
+    with_overrides, with_protection
+from medlocker.watermark import ProtectionConfig, default_logo, protect, render_exact
+from medlocker.watermark.config import FLAT_NAMES
 from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask
 from medlocker.watermark.logo import logo_size
 
@@ -47,15 +48,21 @@ PRIMARY = "ensemble_learned_colours"
 DEFAULT_VARIANTS = "colour_steps=300;lesion_margin=0,logo_shrink=0.9;lesion_margin=0,logo_shrink=0.9,colour_steps=300"
 
 
-def parse_variant(text: str, base: SearchConfig) -> dict[str, Any]:
-    """``"colour_steps=300,colour_eot=jpeg75+resize0.5"`` -> typed ``SearchConfig`` overrides."""
-    names = {f.name for f in dataclasses.fields(SearchConfig)}
+def flat_value(config: ProtectionConfig, key: str) -> Any:
+    """The value of the flat-named field ``key`` (e.g. ``colour_steps``) in ``config``."""
+    part, name = FLAT_NAMES[key]
+    return getattr(getattr(config, part) if part else config, name)
+
+
+def parse_variant(text: str, base: ProtectionConfig) -> dict[str, Any]:
+    """``"colour_steps=300,colour_eot=jpeg75+resize0.5"`` -> typed overrides (:meth:`ProtectionConfig.override`)."""
+    names = set(FLAT_NAMES)
     out: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in text.split(","))):
         key, sep, value = item.partition("=")
         if not sep or key not in names:
             raise ValueError(f"bad variant item {item!r}: want FIELD=VALUE with FIELD one of {sorted(names)}")
-        current = getattr(base, key)
+        current = flat_value(base, key)
         if isinstance(current, tuple) or current is None and key.endswith("eot"):
             out[key] = tuple(v for v in value.split("+") if v)
         elif isinstance(current, bool):
@@ -67,12 +74,6 @@ def parse_variant(text: str, base: SearchConfig) -> dict[str, Any]:
         else:
             out[key] = value
     return out
-
-
-def with_budget(base: SearchConfig, overrides: dict[str, Any], n_surrogates: int, search_budget: int) -> SearchConfig:
-    """``base`` with ``overrides``; the colour steps (and their views) paid on top of ``search_budget``."""
-    c = dataclasses.replace(base, **overrides)
-    return c if "budget" in overrides else with_colour_budget(c, search_budget, n_surrogates)
 
 
 def largest_area(logo: np.ndarray, image: torch.Tensor, boxes: list, *, margin: int, shrink: float,
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--colour-eot", type=view_list,
                    help="override the preset's colour-step views (comma list; 'none' for none)")
     p.add_argument("--variants", default=DEFAULT_VARIANTS,
-                   help=f"';'-separated SearchConfig overrides tried on the resistant images (default {DEFAULT_VARIANTS!r})")
+                   help=f"';'-separated protection overrides tried on the resistant images (default {DEFAULT_VARIANTS!r})")
     p.add_argument("--json", type=Path, help="where to write the results (default OUT/resistant-N.json)")
     args = p.parse_args(argv)
 
@@ -114,10 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         over["epochs"] = args.epochs
     if args.device:
         over["device"] = args.device
-    if args.colour_eot is not None:
-        over["colour_eot"] = args.colour_eot
     over["archs"] = tuple(a for a in base.archs if a in base.surrogates)  # white-box: the surrogates only
-    cfg = with_overrides(base, **over)
+    cfg = with_protection(with_overrides(base, **over), colour_eot=args.colour_eot)
     if args.n < 1 or args.n > cfg.n_images:
         p.error(f"--n must be in 1..{cfg.n_images}")
     device = resolve_device(cfg.device)
@@ -130,18 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     images, labels, boxes = images[:args.n], labels[:args.n], boxes[:args.n]
     models = _trained_models(cfg, args.out, device, True, stage)
     surrogates = [models[s] for s in cfg.surrogates]
+    search = _seeded(cfg.configuration(PRIMARY), cfg)
     logo_path = next((q for q in (args.out / PRIMARY / "logo.png", args.out / "ensemble_learned" / "logo.png")
                       if q.exists()), None)
     if logo_path is not None:
         stage(f"using the learned logo {logo_path}")
         logo = np.asarray(Image.open(logo_path).convert("RGBA"))
     else:
-        stage(f"learning the logo's colours ({cfg.learn_steps} steps on {cfg.learn_images} images)")
-        logo = _learned_logo(cfg, PRIMARY, surrogates, default_logo(), device)
-    search = _search_config(cfg, PRIMARY)
+        stage(f"learning the logo's colours ({search.universal.steps} steps on {search.universal.images} images)")
+        logo = _learned_logo(cfg, search, surrogates, default_logo(), device)
     seeds = [cfg.n_train + i for i in range(args.n)]  # as in the report: the same placements
 
-    def protect_and_score(idx: list[int], config: SearchConfig) -> dict[str, Any]:
+    def protect_and_score(idx: list[int], config: ProtectionConfig) -> dict[str, Any]:
         t = time.perf_counter()
         res = protect(images[idx], labels[idx].tolist(), [boxes[i] for i in idx], surrogates, logo=logo,
                       config=config, device=device, seeds=[seeds[i] for i in idx])
@@ -153,8 +152,8 @@ def main(argv: list[str] | None = None) -> int:
                 for r in res]
         return {"right": right, "area": area, "queries": [r.queries for r in res], "wall_s": wall}
 
-    stage(f"protecting {args.n} images with {PRIMARY} ({search.colour_steps} colour steps, "
-          f"views {list(search.colour_views)})")
+    stage(f"protecting {args.n} images with {PRIMARY} ({search.texture.steps} texture steps, "
+          f"views {list(search.texture.views(search.placement))})")
     everything = list(range(args.n))
     first = protect_and_score(everything, search)
     clean = {s: predict(models[s], images, device=device) == labels for s in cfg.surrogates}
@@ -162,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     image_t = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255)
     rows = []
     for i in resistant:
-        loose = largest_area(logo, image_t[i], boxes[i], margin=0, shrink=0.9, scale=search.logo_scale,
-                             min_scale=search.min_logo_scale or search.logo_scale)
+        place = search.placement
+        loose = largest_area(logo, image_t[i], boxes[i], margin=0, shrink=0.9, scale=place.logo_scale,
+                             min_scale=place.min_logo_scale or place.logo_scale)
         rows.append({"index": i, "grade": int(labels[i]), "right_on": [s for s in cfg.surrogates if first["right"][s][i]],
                      "clean_right_on": [s for s in cfg.surrogates if clean[s][i]],
                      "logo_area": round(first["area"][i], 4), "largest_area_margin0_ladder0.9": round(loose, 4),
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if not resistant:
             break
         overrides = parse_variant(text, search)
-        config = with_budget(search, overrides, len(surrogates), cfg.budget)
+        config = search.override(**overrides)
         stage(f"variant {text} on the {len(resistant)} resistant images")
         r = protect_and_score(resistant, config)
         variants.append({"variant": text, "still_right": {s: int(r["right"][s].sum()) for s in cfg.surrogates},
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         "preset": "quick" if args.quick else "cpu" if args.cpu else "gpu",
         "run": {"n": args.n, "size": cfg.size, "model_size": cfg.model_size or cfg.size, "epochs": cfg.epochs,
                 "surrogates": list(cfg.surrogates), "config": PRIMARY,
-                "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(search).items()}},
+                "protection": search.to_dict()},
         "device": str(device) if device.type == "cpu" else torch.cuda.get_device_name(device),
         "host": platform.node(), "torch": torch.__version__,
         "summary": summary, "resistant_images": rows, "variants": variants,

@@ -1,6 +1,6 @@
 """The embedded default: the whole MedLocker flow on synthetic data, end to end.
 
-``python tools/pack.py --demo [DIR]`` runs, on a CPU in a few minutes:
+``medlocker demo [DIR]`` (or ``medlocker pack --demo [DIR]``) runs, on a CPU in a few minutes:
 
 1. synthesise diabetic-retinopathy fundus images with lesion masks;
 2. train a small surrogate classifier on them;
@@ -65,7 +65,7 @@ def run_demo(root: Path, config: DemoConfig = DemoConfig()) -> int:
     t_start = time.perf_counter()
     root = Path(root)
     if (root / "owner-secrets" / "run.json").exists():
-        raise FileExistsError(f"{root} already holds a demo run: remove it or pass another folder to --demo")
+        raise FileExistsError(f"{root} already holds a demo run: remove it or give the demo another folder")
     root.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # only for third-party code that reads the global RNG
 

@@ -25,7 +25,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -52,8 +52,17 @@ from .owner import (
 )
 from .shards import ShardInfo, SampleRecord, pixel_digest, sha256_digest, build_restoration, write_manifest, write_shard
 from .shards.fs import is_local, url_to_fs
-from .watermark import Placement, SearchConfig, boxes_from_masks, gradcam_boxes, protect, render_exact
-from .watermark import learn_logo
+from .watermark import (
+    DEFAULT_PRESET,
+    PRESETS,
+    Placement,
+    ProtectionConfig,
+    boxes_from_masks,
+    gradcam_boxes,
+    learn_logo,
+    protect,
+    render_exact,
+)
 from .util import atomic_write
 
 __all__ = ["PackConfig", "PackSummary", "pack", "created_time"]
@@ -63,9 +72,10 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PackConfig:
-    """How to pack. The watermark search itself is configured by ``search``."""
+    """How to pack. The protection itself is configured by ``protection`` (default: the
+    ``standard`` preset, :data:`medlocker.watermark.PRESETS`)."""
 
-    search: SearchConfig = field(default_factory=SearchConfig)
+    protection: ProtectionConfig = field(default_factory=lambda: PRESETS[DEFAULT_PRESET])
     shard_size: int = 256
     batch_size: int = 32
     resize: int | None = None
@@ -76,6 +86,14 @@ class PackConfig:
     (0: in the ``workers`` threads). Reading is Python and numpy work that holds the
     interpreter lock much of the time, so threads barely run it in parallel; on a GPU,
     where the search is fast, processes keep up with it."""
+    search: InitVar[ProtectionConfig | None] = None
+    """Deprecated spelling of ``protection`` (earlier releases' ``PackConfig(search=...)``)."""
+
+    def __post_init__(self, search: ProtectionConfig | None) -> None:
+        if search is not None:
+            object.__setattr__(self, "protection", search)
+        if not isinstance(self.protection, ProtectionConfig):
+            raise TypeError(f"PackConfig.protection must be a ProtectionConfig, got {type(self.protection).__name__}")
 
 
 def default_read_processes(device: str | torch.device) -> int:
@@ -241,7 +259,7 @@ def _protect_shards(
                 x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div(255).to(device)
                 clean = surrogates[0](x).argmax(1).cpu().tolist()
             results = protect(
-                images, labels, boxes, surrogates, logo=logo, config=config.search, device=device, seeds=seeds
+                images, labels, boxes, surrogates, logo=logo, config=config.protection, device=device, seeds=seeds
             )
             summary.timings["search"] += time.perf_counter() - search_started
             keep = []
@@ -379,8 +397,9 @@ def pack(
         owner: the owner's private identity (signs the manifest).
         secrets: local folder for the owner's secrets; never inside ``dest``.
         surrogates: the models in the search loop (an ensemble if several).
-        logo: RGBA uint8 logo; in ``learned`` mode its colours are optimised once.
-        config: shard size, batch size, resize, and the search configuration.
+        logo: RGBA uint8 logo; with ``protection.universal.mode == 'learned'`` its colours are
+            optimised once.
+        config: shard size, batch size, resize, and the protection.
         resume: continue the run whose secrets are in ``secrets``.
         progress: ``callback(images_done, images_fooled)`` per batch.
         comm: ranks and collectives (:mod:`medlocker.distributed`); rank ``r``
@@ -401,7 +420,7 @@ def pack(
     progress = progress or (lambda done, fooled: None)
 
     settings = {
-        "search": {k: (list(v) if isinstance(v, tuple) else v) for k, v in config.search.__dict__.items()},
+        "protection": config.protection.to_dict(),
         "shard_size": config.shard_size,
         "resize": config.resize,
         "prefix": config.prefix,
@@ -414,15 +433,15 @@ def pack(
     run = OwnerSecrets.load(secrets, owner)
     if run.info["settings"] != json.loads(json.dumps(settings)):
         raise ValueError(f"{secrets}: --resume with different settings than the interrupted run; use the same options")
-    search = replace(config.search, seed=run.search_seed)
-    config = replace(config, search=search)
+    protection = replace(config.protection, seed=run.search_seed)
+    config = replace(config, protection=protection)
 
     for m in surrogates:
         m.to(device).eval()
 
     # The logo: fixed, or learned once (rank 0), then read back by every rank.
     if comm.rank == 0 and not run.logo_path.exists():
-        if search.logo_mode == "learned":
+        if protection.universal.learned:
             logo = _learn(source, logo, surrogates, config, run, device)
         run.save_logo(logo)
     _share_file(comm, run.logo_path)
@@ -520,6 +539,7 @@ def pack(
         logo_sha256=logo_sha256,
         created=run.created,
         storage_options=storage_options,
+        insecure_test_seed=test_seed is not None,
     )
     summary.seconds = time.perf_counter() - t0
     return summary
@@ -566,9 +586,9 @@ def _summarise(summary: PackSummary, params: list[dict], rejects: list[dict]) ->
 
 
 def _learn(source: Source, logo, surrogates, config: PackConfig, run: OwnerSecrets, device) -> np.ndarray:
-    """Learn the logo's colours once on the first images of the source."""
+    """Learn the logo's colours once on the first ``protection.universal.images`` images of the source."""
     picks = []
-    for rec in source.records[: max(8, min(config.batch_size, 512))]:
+    for rec in source.records[: config.protection.universal.images]:
         try:
             picks.append((rec, *_load(rec, config.resize, source.masks is not None)))
         except BadInputError:
@@ -579,4 +599,4 @@ def _learn(source: Source, logo, surrogates, config: PackConfig, run: OwnerSecre
     labels = [p[0].label for p in picks]
     boxes = [p[2] or [] for p in picks]
     gen = torch.Generator().manual_seed(run.search_seed)
-    return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.search, generator=gen)
+    return learn_logo(images, labels, boxes, surrogates, logo=logo, config=config.protection, generator=gen)

@@ -40,14 +40,14 @@ def test_parse_variant_types(bench: ModuleType) -> None:
 
 
 def test_variant_budget_pays_for_its_colour_steps(bench: ModuleType) -> None:
-    base = SearchConfig(budget=40 + (100 + 1) * 2, colour_steps=100, colour_eot=())
-    c = bench.with_budget(base, {"colour_steps": 300}, n_surrogates=2, search_budget=40)
-    assert c.colour_steps == 300 and c.budget == 40 + (300 + 1) * 2
+    base = SearchConfig(budget=40, colour_steps=100, colour_eot=())
+    c = base.override(**bench.parse_variant("colour_steps=300", base))
+    assert c.texture.steps == 300 and c.queries(2) == 40 + (300 + 1) * 2
     # views multiply what a step costs: identity + 2 views
-    c = bench.with_budget(base, {"colour_eot": ("jpeg75", "median3")}, n_surrogates=2, search_budget=40)
-    assert c.budget == 40 + (100 * 3 + 1) * 2
-    # an explicit budget is kept as given
-    assert bench.with_budget(base, {"budget": 999}, n_surrogates=2, search_budget=40).budget == 999
+    c = base.override(**bench.parse_variant("colour_eot=jpeg75+median3", base))
+    assert c.queries(2) == 40 + (100 * 3 + 1) * 2
+    # an explicit budget is the placement search's; the texture stays on top
+    assert base.override(budget=999).queries(2) == 999 + (100 + 1) * 2
 
 
 def test_largest_area_follows_the_corridor(bench: ModuleType) -> None:

@@ -1,4 +1,4 @@
-"""Per-image logo colours (SearchConfig.colour_steps) through the product: pack, commit, restore, prove."""
+"""Per-image logo colours (ProtectionConfig.texture) through the product: pack, commit, restore, prove."""
 
 from __future__ import annotations
 
@@ -21,7 +21,15 @@ from medlocker.owner import OwnerSecrets, param_bytes
 from medlocker.pack import PackConfig, pack
 from medlocker.proof import check_proof, prove
 from medlocker.shards import read_manifest
-from medlocker.watermark import Placement, SearchConfig, default_logo, render_exact, resize_logo
+from medlocker.watermark import (
+    Placement,
+    PlacementConfig,
+    ProtectionConfig,
+    TextureConfig,
+    default_logo,
+    render_exact,
+    resize_logo,
+)
 
 N, SIZE, SEED = 6, 64, 17
 
@@ -35,9 +43,10 @@ def packed(tmp_path_factory):
         model = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
     owner = Identity.generate(name="owner")
     dest, secrets = tmp / "ds", tmp / "secrets"
-    search = SearchConfig(optimizer="gradient", budget=40, logo_scale=0.04, lesion_margin=1, colour_steps=8)
+    protection = ProtectionConfig(placement=PlacementConfig(optimizer="gradient", budget=40, logo_scale=0.04,
+                                                            lesion_margin=1), texture=TextureConfig(steps=8))
     summary = pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=default_logo(),
-                   config=PackConfig(search=search, shard_size=4, batch_size=4))
+                   config=PackConfig(protection=protection, shard_size=4, batch_size=4))
     manifest = read_manifest(str(dest), owner.public)
     published = {}
     for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil"):

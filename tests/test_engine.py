@@ -1,19 +1,41 @@
-"""protect() end to end: stored bytes are what is checked, batch-invariance, learned logos."""
+"""protect() end to end: stored bytes are what is checked, batch-invariance, learned logos, textures."""
 
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_optim import (  # shared toy world
+    Counting,
+    clean_margins,
+    toy_images,
+    toy_logo,
+    toy_model,
+)
 
-from medlocker.watermark import SearchConfig, learn_logo, logo_size, protect, render_exact, resize_logo
+from medlocker.watermark import (
+    PlacementConfig,
+    ProtectionConfig,
+    TextureConfig,
+    UniversalConfig,
+    learn_logo,
+    logo_size,
+    protect,
+    render_exact,
+    resize_logo,
+)
 from medlocker.watermark.feasible import sample_feasible
 from medlocker.watermark.objective import Objective, margins
 from medlocker.watermark.render import logo_tensor, render_candidates
-from test_optim import Counting, clean_margins, toy_images, toy_logo, toy_model  # shared toy world
+
+
+def P(texture: TextureConfig | None = None, **placement) -> ProtectionConfig:
+    """A protection with these placement settings (and optionally a texture)."""
+    return ProtectionConfig(placement=PlacementConfig(**placement), texture=texture or TextureConfig())
 
 
 def png_roundtrip(image: np.ndarray) -> np.ndarray:
@@ -33,7 +55,7 @@ def test_success_flag_equals_an_independent_recheck_of_the_stored_bytes(name: st
     models = [toy_model(0), toy_model(1)]
     images, labels = toy_images(8, seed=11)
     boxes = [[(20, 20, 28, 28)], [], [(0, 0, 48, 10)], [], [(5, 30, 12, 40), (30, 5, 40, 12)], [], [], [(10, 10, 38, 38)]]
-    config = SearchConfig(optimizer=name, budget=80, logo_scale=0.0625, eot=("blur",), opacity=(64, 170), lesion_margin=2)
+    config = P(optimizer=name, budget=80, logo_scale=0.0625, eot=("blur",), opacity=(64, 170), lesion_margin=2)
     logo = toy_logo()
     res = protect(images, labels, boxes, models, logo=logo, config=config, device="cpu")
     w, h = logo_size(logo, (48, 48), scale=0.0625)
@@ -58,8 +80,8 @@ def test_success_flag_equals_an_independent_recheck_of_the_stored_bytes(name: st
 def test_placement_of_an_image_does_not_depend_on_its_batch(name: str) -> None:
     model = toy_model()
     images, labels = toy_images(6, seed=12)
-    config = SearchConfig(optimizer=name, budget=40, logo_scale=0.0625, opacity=(64, 170), seed=3)
-    run = lambda idx: protect(images[idx], [labels[i] for i in idx], [[] for _ in idx], [model],  # noqa: E731
+    config = replace(P(optimizer=name, budget=40, logo_scale=0.0625, opacity=(64, 170)), seed=3)
+    run = lambda idx: protect(images[idx], [labels[i] for i in idx], [[] for _ in idx], [model],
                               logo=toy_logo(), config=config, device="cpu")
     together = run([0, 1, 2, 3, 4, 5])
     alone = run([4])
@@ -75,7 +97,7 @@ def test_placement_of_an_image_does_not_depend_on_its_batch(name: str) -> None:
 def test_list_input_and_validation() -> None:
     model = toy_model()
     images, labels = toy_images(2, seed=13)
-    config = SearchConfig(optimizer="blackbox", budget=10, logo_scale=0.0625)
+    config = P(optimizer="blackbox", budget=10, logo_scale=0.0625)
     res = protect(list(images), labels, [[], []], [model], logo=toy_logo(), config=config, device="cpu")
     assert len(res) == 2 and all(r.queries <= 10 for r in res)
     assert protect(np.zeros((0, 8, 8, 3), np.uint8), [], [], [model], logo=toy_logo(), config=config) == []
@@ -84,18 +106,18 @@ def test_list_input_and_validation() -> None:
     with pytest.raises(ValueError, match="labels"):
         protect(images, [0], [[], []], [model], logo=toy_logo(), config=config)
     with pytest.raises(ValueError, match="final check"):
-        protect(images, labels, [[], []], [model, model], logo=toy_logo(), config=SearchConfig(budget=1))
+        protect(images, labels, [[], []], [model, model], logo=toy_logo(), config=P(budget=1))
     with pytest.raises(ValueError, match="jpeg75"):
-        SearchConfig(eot=("jpeg",))
+        PlacementConfig(eot=("jpeg",))
     with pytest.raises(ValueError):
-        SearchConfig(logo_scale=0.1)
+        PlacementConfig(logo_scale=0.1)
 
 
 def test_budget_too_small_for_a_search_still_places_every_logo() -> None:
     model = Counting(toy_model())
     images, labels = toy_images(3, seed=14)
     res = protect(images, labels, [[]] * 3, [model], logo=toy_logo(), device="cpu",
-                  config=SearchConfig(optimizer="gradient", budget=1, logo_scale=0.0625))
+                  config=P(optimizer="gradient", budget=1, logo_scale=0.0625))
     assert all(r.placement is not None and r.queries == 1 for r in res) and model.rows == 3
 
 
@@ -103,7 +125,7 @@ def test_jpeg_eot_view_runs_and_is_counted() -> None:
     model = Counting(toy_model())
     images, labels = toy_images(2, seed=15)
     res = protect(images, labels, [[]] * 2, [model], logo=toy_logo(), device="cpu",
-                  config=SearchConfig(optimizer="gradient", budget=30, logo_scale=0.0625, eot=("jpeg75", "median3")))
+                  config=P(optimizer="gradient", budget=30, logo_scale=0.0625, eot=("jpeg75", "median3")))
     assert sum(r.queries for r in res) == model.rows and all(r.queries <= 30 for r in res)
 
 
@@ -111,8 +133,8 @@ def test_learned_logo_keeps_alpha_and_lowers_the_loss() -> None:
     model = toy_model()
     images, labels = toy_images(16, seed=16)
     logo = toy_logo()
-    config = SearchConfig(logo_scale=0.0625, opacity=(64, 170), logo_mode="learned")
-    learned = learn_logo(images, labels, [[]] * 16, [model], logo=logo, config=config, steps=30, device="cpu",
+    config = replace(P(logo_scale=0.0625, opacity=(64, 170)), universal=UniversalConfig(mode="learned", steps=30))
+    learned = learn_logo(images, labels, [[]] * 16, [model], logo=logo, config=config, device="cpu",
                          generator=torch.Generator().manual_seed(0))
     w, h = logo_size(logo, (48, 48), scale=0.0625)
     fixed = resize_logo(logo, w, h)
@@ -143,7 +165,7 @@ def test_models_are_restored_after_protect() -> None:
         before = clean_margins([model.eval()], images, labels)
         model.train()
         protect(images, labels, [[]] * 2, [model], logo=toy_logo(), device="cpu",
-                config=SearchConfig(optimizer="gradient", budget=12, logo_scale=0.0625))
+                config=P(optimizer="gradient", budget=12, logo_scale=0.0625))
         assert model.training and all(p.requires_grad for p in model.parameters())
         assert all(p.grad is None for p in model.parameters())
         assert torch.equal(before, clean_margins([model.eval()], images, labels))
@@ -157,11 +179,12 @@ def test_refined_colours_keep_shape_and_placement_and_lower_the_margin() -> None
     models = [toy_model(0), toy_model(1)]
     images, labels = toy_images(6, seed=21)
     logo = toy_logo()
-    config = SearchConfig(optimizer="gradient", budget=30, logo_scale=0.0625, opacity=(64, 200))
+    config = P(optimizer="gradient", budget=30, logo_scale=0.0625, opacity=(64, 200))
     res = protect(images, labels, [[] for _ in labels], models, logo=logo, config=config, device="cpu")
     placements = [r.placement for r in res]
     placements[5] = None  # an image without a logo gets none
-    refined = refine_colors(images, labels, placements, models, logo=logo, config=config, steps=15, device="cpu")
+    refined = refine_colors(images, labels, placements, models, logo=logo, config=config, steps=15, target_margin=2.0,
+                            device="cpu")
     assert refined[5] is None
     better = 0
     for img, y, p, lg in zip(images[:5], labels[:5], placements[:5], refined[:5]):
@@ -181,13 +204,12 @@ def test_colour_steps_give_each_image_its_own_logo_and_the_flags_hold_on_the_sto
     images, labels = toy_images(8, seed=31)
     logo = toy_logo()
     boxes = [[(20, 20, 28, 28)], [], [(0, 0, 48, 10)], [], [], [], [], []]
-    plain_cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, opacity=(64, 200), lesion_margin=2)
-    cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, opacity=(64, 200), lesion_margin=2,
-                       colour_steps=10)
+    plain_cfg = P(optimizer="gradient", budget=60, logo_scale=0.0625, opacity=(64, 200), lesion_margin=2)
+    cfg = replace(plain_cfg, texture=TextureConfig(steps=10))
     plain = protect(images, labels, boxes, models, logo=logo, config=plain_cfg, device="cpu")
     res = protect(images, labels, boxes, models, logo=logo, config=cfg, device="cpu")
-    # queries: search budget shrinks by the colour steps (2 models x 10) and one more check
-    assert all(r.queries <= 60 for r in res)
+    # queries: the texture's steps (2 models x 10) and one more check come on top of the placement budget
+    assert cfg.queries(2) == 60 + (10 + 1) * 2 and all(r.queries <= cfg.queries(2) for r in res)
     assert sum(r.success for r in res) >= sum(r.success for r in plain)  # never loses a success
     own = 0
     for img, y, r, bx in zip(images, labels, res, boxes):
@@ -205,26 +227,22 @@ def test_colour_steps_give_each_image_its_own_logo_and_the_flags_hold_on_the_sto
         for bx0, by0, bx1, by1 in bx:
             assert not changed[by0:by1, bx0:bx1].any()
     assert own >= 6
-    with pytest.raises(ValueError, match="colour steps"):
-        protect(images, labels, boxes, models, logo=logo, device="cpu",
-                config=SearchConfig(budget=20, logo_scale=0.0625, colour_steps=10))
 
 
 def test_colour_eot_views_are_counted_and_paid_for() -> None:
     model = Counting(toy_model())
     images, labels = toy_images(4, seed=33)
-    cfg = SearchConfig(optimizer="gradient", budget=60, logo_scale=0.0625, colour_steps=8, colour_margin=50.0,
-                       colour_eot=("median3", "resize0.5"))
-    assert cfg.colour_views == ("median3", "resize0.5") and SearchConfig(eot=("blur",)).colour_views == ("blur",)
+    texture = TextureConfig(steps=8, margin=50.0, eot=("median3", "resize0.5"))
+    cfg = P(texture, optimizer="gradient", budget=20, logo_scale=0.0625)
+    assert texture.views(cfg.placement) == ("median3", "resize0.5")
+    assert TextureConfig().views(PlacementConfig(eot=("blur",))) == ("blur",)
     res = protect(images, labels, [[]] * 4, [model], logo=toy_logo(), config=cfg, device="cpu")
     # a margin of 50 is never reached: every image takes all 8 steps at 3 views (identity + 2) each
-    assert sum(r.queries for r in res) == model.rows and all(r.queries <= 60 for r in res)
+    assert cfg.queries(1) == 20 + 8 * 3 + 1
+    assert sum(r.queries for r in res) == model.rows and all(r.queries <= cfg.queries(1) for r in res)
     assert all(r.queries >= 8 * 3 + 2 for r in res)
-    with pytest.raises(ValueError, match="colour steps"):  # 2 checks + 10 steps x 3 views > 30
-        protect(images, labels, [[]] * 4, [model], logo=toy_logo(), device="cpu",
-                config=SearchConfig(budget=30, logo_scale=0.0625, colour_steps=10, colour_eot=("median3", "blur")))
     with pytest.raises(ValueError, match="jpeg75"):
-        SearchConfig(colour_eot=("jpeg",))
+        TextureConfig(eot=("jpeg",))
 
 
 def test_colour_cell_gives_a_low_frequency_texture() -> None:
@@ -232,15 +250,15 @@ def test_colour_cell_gives_a_low_frequency_texture() -> None:
     images, labels = toy_images(4, seed=34)
     logo = np.full((12, 12, 4), 128, dtype=np.uint8)  # one flat colour, fully opaque
     logo[..., 3] = 255
-    base = SearchConfig(optimizer="gradient", budget=80, logo_scale=0.0625, colour_steps=10, colour_margin=50.0)
+    base = P(TextureConfig(steps=10, margin=50.0), optimizer="gradient", budget=80, logo_scale=0.0625)
     per_pixel = protect(images, labels, [[]] * 4, models, logo=logo, config=base, device="cpu")
     one_cell = protect(images, labels, [[]] * 4, models, logo=logo, device="cpu",
-                       config=SearchConfig(**{**base.__dict__, "colour_cell": 64}))
+                       config=replace(base, texture=replace(base.texture, cell=64)))
     for a, b in zip(per_pixel, one_cell):
         assert a.placement == b.placement  # the colour steps never move the logo
         assert a.logo is not None and b.logo is not None
         assert len(np.unique(a.logo[..., :3].reshape(-1, 3), axis=0)) > 1  # a texture
         assert len(np.unique(b.logo[..., :3].reshape(-1, 3), axis=0)) == 1  # one offset per channel: still flat
         assert not np.array_equal(b.logo[..., :3], logo[: b.logo.shape[0], : b.logo.shape[1], :3])  # but recoloured
-    with pytest.raises(ValueError, match="colour_cell"):
-        SearchConfig(colour_cell=0)
+    with pytest.raises(ValueError, match="cell"):
+        TextureConfig(cell=0)

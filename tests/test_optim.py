@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from medlocker.models.classifier import Classifier
-from medlocker.watermark import SearchConfig, protect
+from medlocker.watermark import PlacementConfig, ProtectionConfig, protect
 from medlocker.watermark.objective import Objective, margins
 from medlocker.watermark.optim import OPTIMIZERS, SearchProblem, make_optimizer
 from medlocker.watermark.optim.gradient import nms_topk, placement_scores
@@ -145,7 +145,7 @@ def test_optimizer_lowers_the_true_class_margin(name: str) -> None:
     images, labels = toy_images(8, seed=1)
     before = clean_margins([model], images, labels)
     res = protect(images, labels, [[] for _ in labels], [model], logo=toy_logo(), device="cpu",
-                  config=SearchConfig(optimizer=name, budget=60, logo_scale=0.0625, opacity=(64, 170)))
+                  config=ProtectionConfig(placement=PlacementConfig(optimizer=name, budget=60, logo_scale=0.0625, opacity=(64, 170))))
     after = torch.tensor([r.margin for r in res])
     assert int((after < before).sum()) >= 6, (before, after)
     assert any(r.success for r in res)
@@ -157,7 +157,7 @@ def test_queries_are_counted_exactly_and_within_budget(name: str) -> None:
     wrapped = [Counting(toy_model(0)), Counting(toy_model(1))]
     images, labels = toy_images(6, seed=2)
     budget = 47  # not a multiple of the cost of one evaluation (2 models x 2 views)
-    config = SearchConfig(optimizer=name, budget=budget, logo_scale=0.0625, eot=("blur",), margin=5.0)
+    config = ProtectionConfig(placement=PlacementConfig(optimizer=name, budget=budget, logo_scale=0.0625, eot=("blur",), margin=5.0))
     res = protect(images, labels, [[] for _ in labels], wrapped, logo=toy_logo(), config=config, device="cpu")
     assert sum(r.queries for r in res) == sum(m.rows for m in wrapped)
     assert all(r.queries <= budget for r in res)
@@ -168,8 +168,9 @@ def test_queries_are_counted_exactly_and_within_budget(name: str) -> None:
 def test_same_seed_same_placements(name: str) -> None:
     model = toy_model()
     images, labels = toy_images(5, seed=3)
-    run = lambda seed: protect(images, labels, [[] for _ in labels], [model], logo=toy_logo(), device="cpu",  # noqa: E731
-                               config=SearchConfig(optimizer=name, budget=40, logo_scale=0.0625, seed=seed))
+    run = lambda seed: protect(images, labels, [[] for _ in labels], [model], logo=toy_logo(), device="cpu",
+                               config=ProtectionConfig(placement=PlacementConfig(optimizer=name, budget=40, logo_scale=0.0625),
+                                                       seed=seed))
     a, b, c = run(0), run(0), run(1)
     assert [r.placement for r in a] == [r.placement for r in b]
     assert [r.queries for r in a] == [r.queries for r in b]
@@ -185,7 +186,7 @@ def test_stops_at_first_success(name: str) -> None:
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     assert model(x).argmax(1).eq(0).all()
     res = protect(images, [0, 0, 0], [[], [], []], [model], logo=toy_logo(), device="cpu",
-                  config=SearchConfig(optimizer=name, budget=1000, logo_scale=0.0625))
+                  config=ProtectionConfig(placement=PlacementConfig(optimizer=name, budget=1000, logo_scale=0.0625)))
     opt = make_optimizer(name, Objective([model]))
     first_round = opt.round_size + (1 if name == "gradient" else 0)  # + the gradient evaluation
     assert all(r.success and r.status == "fooled" for r in res)
@@ -196,7 +197,7 @@ def test_bhe_worst_case_is_about_4000_queries() -> None:
     images = np.random.default_rng(0).integers(0, 256, (2, 24, 24, 3), dtype=np.uint8)
     model = flat_grey_classifier(NeverFooled(), input_size=8)
     res = protect(images, [0, 0], [[], []], [model], logo=toy_logo(), device="cpu",
-                  config=SearchConfig(optimizer="bhe", budget=10_000, logo_scale=0.0625))
+                  config=ProtectionConfig(placement=PlacementConfig(optimizer="bhe", budget=10_000, logo_scale=0.0625)))
     assert [r.queries for r in res] == [50 + 3 * 50 * 26 + 1] * 2
     assert not any(r.success for r in res)
 
@@ -234,7 +235,7 @@ def test_optimizers_run_directly_and_restore_model_state() -> None:
 
 def test_unknown_optimizer_lists_the_valid_names() -> None:
     with pytest.raises(ValueError, match="bhe, blackbox, gradient"):
-        SearchConfig(optimizer="pgd")
+        PlacementConfig(optimizer="pgd")
 
 
 def test_eot_views_are_differentiable_and_faithful() -> None:

@@ -7,13 +7,14 @@ import json
 import numpy as np
 from PIL import Image
 
-from medlocker.report.pipeline import RunConfig, run_from_sources
+from medlocker.report.pipeline import REPORT_PROTECTION, RunConfig, configurations, run_from_sources
 
 
 def test_pipeline_fixed_and_learned_logo(tmp_path) -> None:
     config = RunConfig(
         n_images=6, n_train=24, size=48, archs=("smallcnn", "resnet18"), surrogates=("smallcnn",), epochs=1,
-        configs=("ensemble", "ensemble_learned"), budget=8, learn_steps=3, learn_images=8, device="cpu",
+        configs=configurations("ensemble", "ensemble_learned",
+                               base=REPORT_PROTECTION.override(budget=8, learn_steps=3, learn_images=8)), device="cpu",
         transforms=("jpeg75",), attacks=("inverse_blend",), secondary_attacks=(),
     )
     result = run_from_sources(config, tmp_path, progress=False)
@@ -46,7 +47,7 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from evaluate import build_parser, config_from_args
 
-    from medlocker.report.pipeline import CPU, GPU, _search_config
+    from medlocker.report.pipeline import CPU, GPU
 
     parse = build_parser().parse_args
     gpu = config_from_args(parse(["--gpu", "--out", "x"]))
@@ -54,11 +55,13 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     same = config_from_args(parse("--cpu --epochs 10 --model-size 224 --device auto --colour-eot jpeg75,resize0.5,median3 "
                                   "--colour-cell 4 --logo-shrink 0.7 --out x".split()))
     assert same == GPU  # the preset is exactly the documented command
-    search = _search_config(gpu, "ensemble_learned_colours")
-    assert search.colour_views == ("jpeg75", "resize0.5", "median3") and search.eot == ()
+    protection = gpu.configuration("ensemble_learned_colours").protection
+    assert protection.texture.views(protection.placement) == ("jpeg75", "resize0.5", "median3")
+    assert protection.placement.eot == ()
     # the colour steps' queries (4 views, 2 surrogates) and the plain-logo check come on top of the search budget
-    assert search.budget == gpu.budget + (gpu.colour_steps * 4 + 1) * 2
-    assert config_from_args(parse(["--cpu", "--colour-eot", "none", "--out", "x"])).colour_eot == ()
+    assert protection.queries(2) == protection.placement.budget + (protection.texture.steps * 4 + 1) * 2
+    none = config_from_args(parse(["--cpu", "--colour-eot", "none", "--out", "x"]))
+    assert none.configuration("ensemble_learned_colours").protection.texture.eot == ()
     with pytest.raises(ValueError, match="presets"):
         config_from_args(parse(["--cpu", "--gpu", "--out", "x"]))
     with pytest.raises(SystemExit):

@@ -335,7 +335,7 @@ def evaluate_packed(
     read_s = time.perf_counter() - t
     if synthetic is None:
         synthetic = all(re.fullmatch(r"synth_\d{6,}", k) for k in data.keys)
-    search = settings.get("search") or {}
+    search = settings.get("search") or (settings.get("protection") or {}).get("placement") or {}
     base = options or EvalOptions()
     meta = {
         **dict(base.meta),

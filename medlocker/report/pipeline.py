@@ -7,21 +7,20 @@ every configuration with :func:`medlocker.report.evaluate.evaluate` and writes
 the reports. Trained checkpoints and the training set are cached in the output
 folder, so a second run only repeats the search and the evaluation.
 
-Search configurations (``RunConfig.configs``):
+Protection configurations (``RunConfig.configs``): each is a :class:`Configuration`,
+a name, a :class:`~medlocker.watermark.ProtectionConfig` and which surrogates it uses
+(the first or all). :func:`configurations` builds the named ones of :data:`CONFIG_NAMES`
+from one base protection:
 
-* ``single``: the first surrogate alone;
-* ``ensemble``: all surrogates together;
-* ``*_eot`` (``single_eot``, ``ensemble_eot``): the same with expectation over
-  the JPEG q75 / resize x0.5 / median 3x3 views the report measures;
-* ``*_learned`` (``single_learned``, ``ensemble_learned``, ``ensemble_eot_learned``):
-  the same with the "learned" logo mode: the logo's colours are first learned
-  against the configuration's surrogates (:func:`medlocker.watermark.learn_logo`)
-  on ``learn_images`` *training* images, never on the evaluated ones;
-* ``*_colours`` (``ensemble_colours``, ``ensemble_learned_colours``, ...): after the
-  placement search, each image's logo colours are optimised at its placement for
-  ``colour_steps`` steps (``SearchConfig.colour_steps``, what ``tools/pack.py
-  --colour-steps`` does): the placement search keeps ``budget`` queries and the
-  colour steps come on top.
+* ``single`` / ``ensemble``: the first surrogate alone / all of them, fixed logo,
+  placement search only;
+* ``*_eot``: the placement search under the JPEG q75 / resize x0.5 / median 3x3
+  views the report measures;
+* ``*_learned``: the logo's colours first learned against the configuration's
+  surrogates (``universal.mode = "learned"``) on ``universal.images`` *training*
+  images, never on the evaluated ones;
+* ``*_colours``: then the base's per-image texture steps (``texture``), paid on top of
+  the placement budget.
 
 The models not named in a configuration's surrogates are its black-box
 (held-out) models. The packed-dataset path (protected shards + owner secrets)
@@ -48,8 +47,12 @@ from medlocker.report.html import write_report
 from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
+from medlocker.watermark.config import PlacementConfig, ProtectionConfig, TextureConfig, UniversalConfig
 
-__all__ = ["RunConfig", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES", "EOT_VIEWS", "run_from_sources", "with_colour_budget", "with_overrides"]
+__all__ = [
+    "RunConfig", "Configuration", "configurations", "REPORT_PROTECTION", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES",
+    "EOT_VIEWS", "run_from_sources", "with_overrides", "with_protection",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,58 @@ CONFIG_NAMES = (
     "single", "single_eot", "ensemble", "ensemble_eot", "single_learned", "ensemble_learned", "ensemble_eot_learned",
     "single_colours", "ensemble_colours", "ensemble_learned_colours", "ensemble_eot_learned_colours",
 )
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One protection configuration of a report.
+
+    Attributes:
+        name: its name in the report (e.g. ``"ensemble_learned_colours"``).
+        protection: how its images are protected (the run's ``seed`` replaces its seed).
+        surrogates: ``"first"`` (the run's first surrogate alone) or ``"all"``.
+    """
+
+    name: str
+    protection: ProtectionConfig
+    surrogates: str = "all"
+
+    def __post_init__(self) -> None:
+        if self.surrogates not in ("first", "all"):
+            raise ValueError(f"Configuration.surrogates must be 'first' or 'all', got {self.surrogates!r}")
+
+
+REPORT_PROTECTION = ProtectionConfig(
+    placement=PlacementConfig(budget=1000, logo_scale=0.0625, opacity=(96, 255), min_logo_scale=0.01),
+    texture=TextureConfig(steps=100),
+    universal=UniversalConfig(steps=100, images=128),
+)
+"""The reports' base protection: the largest logo, solid pixels allowed (opacity 255: nothing to
+invert), shrinking off the lesions down to 1 % of the image."""
+
+
+def configurations(*names: str, base: ProtectionConfig = REPORT_PROTECTION) -> tuple[Configuration, ...]:
+    """The named configurations of :data:`CONFIG_NAMES`, built from ``base`` (its texture for the
+    ``*_colours`` ones, its universal logo learning for the ``*_learned`` ones)."""
+    plain = replace(base, texture=replace(base.texture, steps=0), universal=replace(base.universal, mode="fixed"),
+                    placement=replace(base.placement, eot=()))
+    table: dict[str, Configuration] = {}
+    for who in ("single", "ensemble"):
+        for eot in ((), EOT_VIEWS):
+            for learned in (False, True):
+                for colours in (False, True):
+                    name = who + ("_eot" if eot else "") + ("_learned" if learned else "") + ("_colours" if colours else "")
+                    if name not in CONFIG_NAMES:
+                        continue
+                    protection = replace(
+                        plain, placement=replace(plain.placement, eot=eot),
+                        universal=replace(base.universal, mode="learned") if learned else plain.universal,
+                        texture=base.texture if colours else plain.texture)
+                    table[name] = Configuration(name, protection, "first" if who == "single" else "all")
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        raise ValueError(f"unknown configs {unknown}; known: {', '.join(CONFIG_NAMES)}")
+    return tuple(table[n] for n in names)
 
 
 @dataclass(frozen=True)
@@ -72,27 +127,13 @@ class RunConfig:
             its input, antialiased and differentiably); None = ``size``. A smaller
             input makes CPU runs affordable: the images stay at ``size`` px.
         archs: architectures to train and evaluate.
-        surrogates: architectures used in the search; the first is the ``single``
-            surrogate, all of them the ``ensemble``. Each must be in ``archs``.
+        surrogates: architectures used in the search; the first is the ``"first"``
+            surrogate, all of them ``"all"``. Each must be in ``archs``.
         epochs: training epochs per architecture.
-        configs: search configurations to run, from :data:`CONFIG_NAMES`; the
-            last one is the primary report.
-        optimizer: search optimizer (``medlocker.watermark.SearchConfig.optimizer``).
-        budget: most model queries per image.
-        logo_scale: logo area as a fraction of the image (``SearchConfig.logo_scale``).
-        opacity: the opacity range the search may use, ``1..255``; 255 makes
-            the logo's solid pixels replace the image (nothing to invert).
-        min_logo_scale: the logo may shrink down to this area where no position
-            avoids the lesions at full size (``SearchConfig.min_logo_scale``).
-        logo_shrink: each shrink multiplies the logo area by this factor
-            (``SearchConfig.logo_shrink``).
-        learn_steps, learn_images: the ``*_learned`` configurations' logo learning.
-        colour_steps, colour_margin, colour_eot, colour_cell: the ``*_colours``
-            configurations' per-image colour optimisation (``SearchConfig.colour_steps`` /
-            ``colour_margin`` / ``colour_eot`` (None = the configuration's own views) /
-            ``colour_cell``).
-        transfer_sources: architectures each protected as a lone surrogate, for
-            a full source x target transfer heat map (costs one search each).
+        configs: the protection configurations to run (see :func:`configurations`);
+            the last one is the primary report.
+        transfer_sources: architectures each protected as a lone surrogate (with the
+            first configuration's protection), for a full source x target transfer heat map.
         transforms, attacks: what the report measures.
         secondary_transforms, secondary_attacks: what the non-primary
             configurations (all but the last) measure; None = the same as the
@@ -112,19 +153,7 @@ class RunConfig:
     )
     surrogates: tuple[str, ...] = ("resnet18", "smallcnn")
     epochs: int = 10
-    configs: tuple[str, ...] = ("single", "ensemble_eot")
-    optimizer: str = "gradient"
-    budget: int = 1000
-    logo_scale: float = 0.0625
-    opacity: tuple[int, int] = (96, 255)
-    min_logo_scale: float | None = 0.01
-    logo_shrink: float = 0.5
-    learn_steps: int = 100
-    learn_images: int = 128
-    colour_steps: int = 100
-    colour_margin: float = 4.0
-    colour_eot: tuple[str, ...] | None = None
-    colour_cell: int = 1
+    configs: tuple[Configuration, ...] = configurations("single", "ensemble_eot")
     transfer_sources: tuple[str, ...] = ()
     transforms: tuple[str, ...] = tuple(TRANSFORMS)
     attacks: tuple[str, ...] = ATTACKS
@@ -141,26 +170,37 @@ class RunConfig:
         missing = [a for a in (*self.surrogates, *self.transfer_sources) if a not in self.archs]
         if missing or not self.surrogates:
             raise ValueError(f"surrogates and transfer sources must be among archs {self.archs}; missing {missing}")
-        bad = [c for c in self.configs if c not in CONFIG_NAMES]
-        if bad or not self.configs:
-            raise ValueError(f"unknown configs {bad}; known: {', '.join(CONFIG_NAMES)}")
+        if not self.configs or not all(isinstance(c, Configuration) for c in self.configs):
+            raise ValueError("configs must be a non-empty tuple of Configuration (see configurations())")
+        names = [c.name for c in self.configs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"configuration names must be unique, got {names}")
+
+    def configuration(self, name: str) -> Configuration:
+        """The configuration called ``name``."""
+        for c in self.configs:
+            if c.name == name:
+                return c
+        raise ValueError(f"no configuration {name!r}; this run has {', '.join(c.name for c in self.configs)}")
 
 
-FULL = RunConfig(configs=("single", "ensemble", "ensemble_eot", "ensemble_eot_learned"))
+FULL = RunConfig(configs=configurations("single", "ensemble", "ensemble_eot", "ensemble_eot_learned"))
 """The benchmark: 500 images at 224 px, nine architectures (meant for a GPU)."""
 
 QUICK = RunConfig(
     n_images=60, n_train=400, size=64, archs=("smallcnn", "vit_tiny", "resnet18"),
-    surrogates=("smallcnn", "vit_tiny"), epochs=6, budget=100, device="cpu",
+    surrogates=("smallcnn", "vit_tiny"), epochs=6, device="cpu",
+    configs=configurations("single", "ensemble_eot", base=REPORT_PROTECTION.override(budget=100)),
     transforms=("jpeg75", "resize0.5", "median3", "blur", "crop", "rotate"),
 )
 """A few minutes on CPU: 60 images at 64 px, three small architectures (resnet18 held out)."""
 
+_CPU_PROTECTION = REPORT_PROTECTION.override(budget=40, colour_cell=4, logo_shrink=0.7)
 CPU = RunConfig(
     n_images=500, n_train=600, size=224, model_size=64,
     archs=("smallcnn", "resnet18", "mobilenet_v3_large", "densenet121", "resnet50"),
-    surrogates=("smallcnn", "resnet18"), epochs=5, configs=("ensemble", "ensemble_learned", "ensemble_learned_colours"),
-    budget=40, colour_cell=4, logo_shrink=0.7,
+    surrogates=("smallcnn", "resnet18"), epochs=5,
+    configs=configurations("ensemble", "ensemble_learned", "ensemble_learned_colours", base=_CPU_PROTECTION),
     device="cpu", transforms=HEADLINE_TRANSFORMS,
     attacks=("inpaint_telea", "inpaint_telea_oracle", "inverse_blend", "inverse_blend_oracle"),
     secondary_transforms=HEADLINE_TRANSFORMS, secondary_attacks=(),
@@ -168,7 +208,7 @@ CPU = RunConfig(
 """The issue-acceptance run sized for a shared 2-core CPU (about an hour): 500 synthetic
 images at 224 px against five architectures (three held out). The images, the watermark
 search and every transform/attack run at 224 px; the classifiers take a 64 px downsample
-(``model_size``), which is what makes training five of them affordable. The search budget
+(``model_size``), which is what makes training five of them affordable. The placement budget
 (40 queries) pays for about one gradient round of the two-model ensemble (a gradient and up
 to 16 candidates, each costing one query per surrogate). The primary configuration is ``ensemble_learned_colours`` (learned logo, then
 up to 100 per-image colour steps on top of the 40 queries, on a 4 px colour grid; a logo that
@@ -178,11 +218,12 @@ and the larger budget do not fit this CPU's hour -- add ``--configs
 single,ensemble_eot,ensemble_eot_learned --budget 200`` on a faster machine, or use
 ``FULL`` on a GPU."""
 
-GPU = replace(CPU, model_size=224, epochs=10, device="auto", colour_eot=EOT_VIEWS)
+GPU = replace(CPU, model_size=224, epochs=10, device="auto", configs=configurations(
+    "ensemble", "ensemble_learned", "ensemble_learned_colours", base=_CPU_PROTECTION.override(colour_eot=EOT_VIEWS)))
 """The issue-acceptance run on one GPU (about 6 minutes on an H100): the ``CPU`` preset's images,
 architectures and searches, but the classifiers see the full 224 px image and train 10 epochs;
 the per-image colour steps run under the JPEG q75 / resize x0.5 / median 3x3 views
-(``colour_eot``: 4x the queries per step, cheap there). ``benchmarks/report.py --gpu``."""
+(``texture.eot``: 4x the queries per step, cheap there). ``benchmarks/report.py --gpu``."""
 
 
 def run_from_sources(
@@ -229,46 +270,44 @@ def run_from_sources(
 
     runs: dict[str, dict[str, Any]] = {}
     predictions: dict[tuple[str, str], np.ndarray] = {}  # clean passes are shared by the configurations
-    learned: dict[str, np.ndarray] = {}  # learned logos by configuration (without "_colours")
+    learned: dict[tuple, np.ndarray] = {}  # learned logos by (surrogates, universal, placement): reused
     # The primary (last) configuration runs first: its report is on disk even if a long run is cut short.
-    for name in (config.configs[-1], *config.configs[:-1]):
-        surrogates = _surrogates_for(name, config)
+    for conf in (config.configs[-1], *config.configs[:-1]):
+        name, protection = conf.name, _seeded(conf, config)
+        surrogates = _surrogates_for(conf, config)
         logo = base_logo
-        if _learned(name) and name.removesuffix("_colours") in learned:  # the same surrogates and views: reuse
-            logo = learned[name.removesuffix("_colours")]
-        elif _learned(name):
-            stage(f"learning the logo's colours for {name} on {config.learn_images} training images "
-                  f"({config.learn_steps} steps)")
-            t = time.perf_counter()
-            logo = _learned_logo(config, name, [models[s] for s in surrogates], base_logo, device)
-            learned[name.removesuffix("_colours")] = logo
-            timings[f"learn_logo_{name}"] = time.perf_counter() - t
+        if protection.universal.learned:
+            key = (surrogates, protection.universal, protection.placement)
+            if key not in learned:
+                stage(f"learning the logo's colours for {name} on {protection.universal.images} training images "
+                      f"({protection.universal.steps} steps)")
+                t = time.perf_counter()
+                learned[key] = _learned_logo(config, protection, [models[s] for s in surrogates], base_logo, device)
+                timings[f"learn_logo_{name}"] = time.perf_counter() - t
+            logo = learned[key]
         stage(f"protecting with {name} (surrogates: {', '.join(surrogates)})")
         t = time.perf_counter()
-        protected, placements, queries = _protect(originals, labels, lesion_boxes, models, surrogates, name, config,
-                                                  logo, device)
+        protected, placements, queries = _protect(originals, labels, lesion_boxes, models, surrogates, protection,
+                                                  config, logo, device)
         wall = time.perf_counter() - t
         timings[f"protect_{name}"] = wall
         stage(f"evaluating {name}")
         t = time.perf_counter()
-        primary = name == config.configs[-1]
-        secondary = not primary
-        search = _search_config(config, name)
+        secondary = conf is not config.configs[-1]
         transforms = config.secondary_transforms if secondary and config.secondary_transforms is not None \
             else config.transforms
         attacks = config.secondary_attacks if secondary and config.secondary_attacks is not None else config.attacks
+        place, tex = protection.placement, protection.texture
         options = EvalOptions(
             transforms=tuple(transforms), attacks=tuple(attacks),
             title=f"MedLocker evaluation -- {name} ({'+'.join(surrogates)})", prediction_cache=predictions,
             meta={"config": name, "surrogates": list(surrogates), "run": _plain_config(config),
-                  "search": {"optimizer": config.optimizer, "budget": config.budget,
-                             "eot": list(search.eot),
-                             "logo_mode": "learned" if _learned(name) else "fixed",
-                             "colour_steps": search.colour_steps,
-                             "colour_eot": list(search.colour_views) if search.colour_steps else [],
-                             "colour_cell": search.colour_cell,
-                             "logo_scale": config.logo_scale, "opacity": list(config.opacity),
-                             "min_logo_scale": config.min_logo_scale, "logo_shrink": config.logo_shrink}},
+                  "protection": protection.to_dict(), "queries_max": protection.queries(len(surrogates)),
+                  "search": {"optimizer": place.optimizer, "budget": place.budget, "eot": list(place.eot),
+                             "logo_mode": protection.universal.mode, "colour_steps": tex.steps,
+                             "colour_eot": list(tex.views(place)) if tex.steps else [], "colour_cell": tex.cell,
+                             "logo_scale": place.logo_scale, "opacity": list(place.opacity),
+                             "min_logo_scale": place.min_logo_scale, "logo_shrink": place.logo_shrink}},
         )
         report, figures = evaluate(
             originals=originals, protected=protected, labels=labels, lesion_boxes=lesion_boxes,
@@ -283,10 +322,11 @@ def run_from_sources(
             _write_combined(out, config, runs, {}, timings)
 
     transfer: dict[str, dict[str, float]] = {}
+    first = _seeded(config.configs[0], config)
+    lone = replace(first, texture=replace(first.texture, steps=0), universal=replace(first.universal, mode="fixed"))
     for src in config.transfer_sources:
         stage(f"transfer: protecting with {src} alone")
-        protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), "single", config, base_logo,
-                                   device)
+        protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), lone, config, base_logo, device)
         transfer[f"{src} alone"] = {
             m: accuracy(predict(clf, protected, device=device), labels) for m, clf in models.items()
         }
@@ -302,8 +342,9 @@ def _write_combined(
     timings: Mapping[str, float],
 ) -> tuple[Path, dict[str, Any]]:
     """``out/report.*``: the primary configuration's report, the comparison of the finished ones, the heat map."""
-    done = [name for name in config.configs if name in runs]
-    primary = runs[config.configs[-1]]
+    names = [c.name for c in config.configs]
+    done = [name for name in names if name in runs]
+    primary = runs[names[-1]]
     transfer = {"clean": {m: r["clean_acc"] for m, r in primary["report"]["models"].items()}}
     for name in done:
         run = runs[name]
@@ -313,15 +354,20 @@ def _write_combined(
     transfer.update({k: dict(v) for k, v in extra_transfer.items()})
     comparison = [_comparison_row(name, runs[name]) for name in done]
     report = {**primary["report"], "comparison": comparison, "transfer": transfer, "timings_s": dict(timings)}
-    if len(done) < len(config.configs):
-        report["incomplete"] = f"configurations still running: {', '.join(c for c in config.configs if c not in runs)}"
+    if len(done) < len(names):
+        report["incomplete"] = f"configurations still running: {', '.join(c for c in names if c not in runs)}"
     figures = {**primary["figures"], "transfer": fig.accuracy_heatmap(
         transfer, title="Accuracy (%): watermark source x target model")}
     return write_report(out, report, figures), report
 
 
-def _surrogates_for(name: str, config: RunConfig) -> tuple[str, ...]:
-    return config.surrogates[:1] if name.startswith("single") else config.surrogates
+def _surrogates_for(conf: Configuration, config: RunConfig) -> tuple[str, ...]:
+    return config.surrogates[:1] if conf.surrogates == "first" else config.surrogates
+
+
+def _seeded(conf: Configuration, config: RunConfig) -> ProtectionConfig:
+    """The configuration's protection with the run's seed."""
+    return replace(conf.protection, seed=config.seed)
 
 
 def _evaluation_images(
@@ -443,69 +489,39 @@ def _protect(
     lesion_boxes: list[list[tuple[int, int, int, int]]],
     models: Mapping[str, nn.Module],
     surrogates: tuple[str, ...],
-    name: str,
+    protection: ProtectionConfig,
     config: RunConfig,
     logo: np.ndarray,
     device: torch.device,
 ) -> tuple[np.ndarray, list[Any], list[int]]:
     from medlocker.watermark import protect, render_exact
 
-    search = _search_config(config, name)
     results = protect(originals, labels.tolist(), lesion_boxes, [models[s] for s in surrogates], logo=logo,
-                      config=search, device=device, seeds=list(range(config.n_train, config.n_train + len(labels))))
+                      config=protection, device=device,
+                      seeds=list(range(config.n_train, config.n_train + len(labels))))
     placements = [r.placement for r in results]
-    protected = np.stack([  # each image with its own logo where the search gave it one (colour steps)
+    protected = np.stack([  # each image with its own logo where the search gave it one (texture steps)
         render_exact(img, logo if r.logo is None else r.logo, r.placement) if r.placement is not None else img.copy()
         for img, r in zip(originals, results)
     ])
     return protected, placements, [int(r.queries) for r in results]
 
 
-def _learned(name: str) -> bool:
-    return "_learned" in name
-
-
-def _search_config(config: RunConfig, name: str):
-    from medlocker.watermark import SearchConfig
-
-    steps = config.colour_steps if name.endswith("_colours") else 0
-    search = SearchConfig(
-        optimizer=config.optimizer, budget=config.budget, seed=config.seed, eot=EOT_VIEWS if "_eot" in name else (),
-        logo_scale=config.logo_scale, opacity=tuple(config.opacity), min_logo_scale=config.min_logo_scale,
-        logo_shrink=config.logo_shrink, logo_mode="learned" if _learned(name) else "fixed",
-        colour_steps=steps, colour_margin=config.colour_margin, colour_eot=config.colour_eot,
-        colour_cell=config.colour_cell,
-    )
-    return with_colour_budget(search, config.budget, len(_surrogates_for(name, config)))
-
-
-def with_colour_budget(search, placement_budget: int, n_surrogates: int):
-    """``search`` with its colour steps (and their views) paid on top of ``placement_budget`` queries.
-
-    Each colour step queries every surrogate on the image and each of its views; one more
-    query per surrogate checks the plain logo the steps start from.
-    """
-    if not search.colour_steps:
-        return search
-    cost = (search.colour_steps * (1 + len(search.colour_views)) + 1) * n_surrogates
-    return replace(search, budget=placement_budget + cost)
-
-
 def _learned_logo(
-    config: RunConfig, name: str, surrogates: list[nn.Module], logo: np.ndarray, device: torch.device
+    config: RunConfig, protection: ProtectionConfig, surrogates: list[nn.Module], logo: np.ndarray,
+    device: torch.device,
 ) -> np.ndarray:
-    """The logo recoloured against ``surrogates`` on the first ``learn_images`` training images."""
+    """The logo recoloured against ``surrogates`` on the first ``universal.images`` training images."""
     from medlocker.data import generate_fundus
     from medlocker.watermark import boxes_from_masks, learn_logo
 
-    samples = [generate_fundus(config.seed, i, config.size) for i in range(min(config.learn_images, config.n_train))]
+    n = min(protection.universal.images, config.n_train)
+    samples = [generate_fundus(config.seed, i, config.size) for i in range(n)]
     images = np.stack([s.image for s in samples])
     boxes = [[tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)] for s in samples]
     generator = torch.Generator().manual_seed(config.seed)
-    return learn_logo(images, [s.label for s in samples], boxes, surrogates, logo=logo,
-                      config=_search_config(config, name.removesuffix("_colours")), steps=config.learn_steps,
-                      generator=generator,
-                      device=device)
+    return learn_logo(images, [s.label for s in samples], boxes, surrogates, logo=logo, config=protection,
+                      generator=generator, device=device)
 
 
 def _comparison_row(name: str, run: Mapping[str, Any]) -> dict[str, Any]:
@@ -530,3 +546,33 @@ def _plain_config(config: RunConfig) -> dict[str, Any]:
 def with_overrides(base: RunConfig, **overrides: Any) -> RunConfig:
     """``base`` with the given fields replaced (None values are ignored)."""
     return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+
+
+
+def with_protection(base: RunConfig, names: tuple[str, ...] | None = None, **flat: Any) -> RunConfig:
+    """``base`` with its configurations renamed/rebuilt and their protections overridden.
+
+    Args:
+        names: rebuild the configurations from :data:`CONFIG_NAMES` (on the base protection of
+            ``base``'s first configuration with its texture, universal and views reset by name);
+            None keeps ``base``'s.
+        flat: protection fields by their flat names (:meth:`ProtectionConfig.override`);
+            None values are ignored. ``colour_steps`` changes only configurations whose texture is on.
+    """
+    configs = base.configs
+    if names is not None:
+        ref = next((c.protection for c in base.configs if c.protection.texture.steps), base.configs[-1].protection)
+        uni = next((c.protection.universal for c in base.configs if c.protection.universal.learned),
+                   REPORT_PROTECTION.universal)
+        tex = ref.texture if ref.texture.steps else REPORT_PROTECTION.texture
+        configs = configurations(*names, base=replace(ref, universal=uni, texture=tex))
+    given = {k: v for k, v in flat.items() if v is not None}
+    if not given:
+        return replace(base, configs=configs)
+    plain = {k: v for k, v in given.items() if k != "colour_steps"}
+    out = []
+    for c in configs:
+        keys = given if c.protection.texture.steps else plain
+        out.append(replace(c, protection=c.protection.override(**keys)))
+    return replace(base, configs=tuple(out))

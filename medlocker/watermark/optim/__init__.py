@@ -3,6 +3,10 @@
 * ``bhe`` -- Basin Hopping Evolution, the Adv-watermark baseline (black-box);
 * ``blackbox`` -- stratified scan + local search (black-box, scores only);
 * ``gradient`` -- linearised placement search (white-box, few queries).
+
+The attacks that shape the mark's colours rather than its placement live beside
+them, one per file: :mod:`.texture` (per-image colours at a placement) and
+:mod:`.universal` (one learned logo per dataset).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shared bits of the command-line tools: logging, one-line errors, key=value options."""
+"""Shared bits of the subcommands: logging, one-line errors, key=value storage options, view lists."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import MedLockerError
+from ..errors import MedLockerError
 
-__all__ = ["run_cli", "storage_options", "add_storage_option"]
+__all__ = ["add_storage_option", "run_cli", "storage_options"]
 
 
 def add_storage_option(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,9 @@ def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
 
 def view_list(text: str) -> tuple[str, ...]:
     """argparse type: comma-separated EOT view names (``none`` = no view), each checked."""
-    from medlocker.watermark.transforms import get_view  # torch: only when the flag is given
+    from medlocker.watermark.transforms import (
+        get_view,  # torch: only when the flag is given
+    )
 
     views = () if text.strip().lower() == "none" else tuple(v.strip() for v in text.split(",") if v.strip())
     for v in views:
@@ -51,15 +53,19 @@ def view_list(text: str) -> tuple[str, ...]:
     return views
 
 
-def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
-    """Run a tool's ``main``; MedLocker and input errors become one line on stderr, exit 2."""
+def guarded(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a subcommand's ``main``; MedLocker and input errors become one line on stderr, exit 2."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        code = main(argv)
+        return main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        code = 130
+        return 130
     except (MedLockerError, ValueError, FileExistsError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
-        code = 2
-    sys.exit(code)
+        return 2
+
+
+def run_cli(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> None:
+    """:func:`guarded`, then exit the process with its code (``tools/*.py`` and ``python -m``)."""
+    sys.exit(guarded(main, argv))

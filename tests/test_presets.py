@@ -1,0 +1,84 @@
+"""Every protection preset through the product: lesion pixels untouched, restoration exact,
+every parameter that shapes a sample committed, and the mark still the owner's logo."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+import torch
+import webdataset as wds
+
+from medlocker.crypto import Identity, check_commitment, issue_license
+from medlocker.data import generate_fundus, open_source, write_synthetic_dataset
+from medlocker.dataset import LicensedDataset
+from medlocker.models import build_classifier
+from medlocker.owner import OwnerSecrets, param_bytes
+from medlocker.pack import PackConfig, pack
+from medlocker.shards import read_manifest
+from medlocker.watermark import PRESETS, Placement, render_exact, resize_logo
+from medlocker.watermark.config import MARK_MAX_CHANGE
+
+N, SIZE, SEED = 4, 48, 23
+
+
+@pytest.fixture(scope="module", params=sorted(PRESETS))
+def packed(request, tmp_path_factory):
+    name = request.param
+    tmp = tmp_path_factory.mktemp(f"preset-{name}")
+    source = open_source(write_synthetic_dataset(tmp / "src", n=N, size=SIZE, seed=SEED, progress=False))
+    with torch.random.fork_rng():
+        torch.manual_seed(4)
+        model = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
+    owner = Identity.generate(name="owner")
+    dest, secrets = tmp / "ds", tmp / "secrets"
+    protection = PRESETS[name]
+    pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=_logo(),
+         config=PackConfig(protection=protection, shard_size=2, batch_size=4))
+    manifest = read_manifest(str(dest), owner.public)
+    published = {x["__key__"]: np.asarray(x["png"].convert("RGB")) for x in
+                 wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil")}
+    samples = {f"synth_{i:06d}": generate_fundus(SEED, i, SIZE) for i in range(N)}
+    return {"name": name, "protection": protection, "dest": str(dest), "owner": owner, "manifest": manifest,
+            "run": OwnerSecrets.load(secrets, owner), "published": published, "samples": samples}
+
+
+def _logo() -> np.ndarray:
+    from medlocker.watermark import default_logo
+
+    return default_logo()
+
+
+def test_no_lesion_pixel_changes_and_the_stored_bytes_are_the_committed_parameters(packed):
+    run, manifest = packed["run"], packed["manifest"]
+    params = run.params()
+    assert sorted(params) == sorted(packed["published"])
+    for key, rec in params.items():
+        p = Placement.from_dict(rec.placement)
+        logo = rec.logo() if rec.logo() is not None else resize_logo(run.load_logo(), p.w, p.h)
+        sample = packed["samples"][key]
+        published = packed["published"][key]
+        # the published pixels are exactly the committed parameters applied to the original
+        assert np.array_equal(published, render_exact(sample.image, logo, p))
+        changed = (published != sample.image).any(2)
+        for mask in sample.masks.values():
+            assert not changed[mask > 0].any(), f"{packed['name']}: a lesion pixel of {key} changed"
+        data = param_bytes(dataset_id=run.dataset_id, key=key, placement=rec.placement,
+                           logo_sha256=rec.logo_sha256(manifest.logo_sha256))
+        assert check_commitment(rec.commitment, data, bytes.fromhex(rec.salt))
+        if packed["protection"].texture.max_change is not None and rec.logo() is not None:
+            base = resize_logo(run.load_logo(), p.w, p.h).astype(int)
+            assert np.abs(rec.logo()[..., :3].astype(int) - base[..., :3]).max() <= MARK_MAX_CHANGE
+
+
+def test_the_licensee_restores_every_sample_exactly(packed):
+    owner, manifest = packed["owner"], packed["manifest"]
+    alice = Identity.generate(name="alice")
+    lic = issue_license(owner, dataset_id=manifest.dataset_id, manifest_digest=manifest.digest,
+                        licensee=alice.public, content_key=packed["run"].content_key,
+                        expires=datetime.now(timezone.utc) + timedelta(days=1))
+    seen = {s["__key__"]: np.asarray(s["image"]) for s in
+            LicensedDataset(packed["dest"], license=lic, identity=alice, owner=owner.public)}
+    assert sorted(seen) == sorted(packed["samples"])
+    assert all(np.array_equal(seen[k], packed["samples"][k].image) for k in seen)
