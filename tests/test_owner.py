@@ -7,8 +7,8 @@ import stat
 from datetime import datetime, timezone
 
 import pytest
-
 from shardkit import fixed_identity
+
 from medlocker.errors import FormatError
 from medlocker.owner import (
     LOGO_FILE,
