@@ -2,9 +2,11 @@
 
 A dataset folder (local path or fsspec URL) holds::
 
-    <prefix>-000000.tar            webdataset shard
+    <prefix>-000000.tar            webdataset shard (the packer's prefix: dataset_prefix)
     <prefix>-000000.index.json     per-shard index (canonical JSON)
     ...
+    shardindex.json                wids shard index (catalog.py), pinned by the manifest
+    README.md                      dataset card for Hugging Face datasets (catalog.py), pinned too
     manifest.dsse.json             signed manifest, written last
 
 Inside a shard every sample ``<key>`` has exactly the members listed in
@@ -14,6 +16,7 @@ format has a single source of truth.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -21,6 +24,9 @@ from ..errors import FormatError
 
 __all__ = [
     "MANIFEST_NAME",
+    "WIDS_INDEX_NAME",
+    "CARD_NAME",
+    "CATALOG_NAMES",
     "MANIFEST_PAYLOAD_TYPE",
     "MANIFEST_FORMAT",
     "INDEX_FORMAT",
@@ -35,6 +41,7 @@ __all__ = [
     "EXT_SEAL",
     "MEMBER_EXTENSIONS",
     "shard_name",
+    "dataset_prefix",
     "index_name",
     "member_name",
     "split_member_name",
@@ -44,6 +51,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.dsse.json"
+WIDS_INDEX_NAME = "shardindex.json"  # the name `widsindex create` writes
+CARD_NAME = "README.md"  # the dataset card Hugging Face `datasets` reads
+CATALOG_NAMES = (WIDS_INDEX_NAME, CARD_NAME)  # written by shards/catalog.py, pinned by the manifest's files
 MANIFEST_PAYLOAD_TYPE = "application/vnd.medlocker.manifest+json"
 MANIFEST_FORMAT = "medlocker.manifest"
 INDEX_FORMAT = "medlocker.index"
@@ -104,6 +114,15 @@ def validate_prefix(prefix: str) -> str:
             f"invalid shard prefix {prefix!r}: use 1-64 characters from [A-Za-z0-9_-]"
         )
     return prefix
+
+
+def dataset_prefix(prefix: str, dataset_id: str) -> str:
+    """Shard prefix of one dataset: ``<prefix>-<8 hex of SHA-256(dataset id)>``.
+
+    Two datasets never share a shard name, so a dataset replaced in place is never
+    mixed with its successor under one name.
+    """
+    return validate_prefix(f"{prefix}-{hashlib.sha256(dataset_id.encode()).hexdigest()[:8]}")
 
 
 def shard_name(prefix: str, i: int) -> str:
