@@ -313,7 +313,7 @@ def test_load_mask_resizes_nearest_and_reads_colour_masks(tmp_path):
 
 def test_with_a_mask_folder_an_image_without_masks_is_lesion_free(tmp_path) -> None:
     from medlocker.data import write_synthetic_dataset
-    from medlocker.pack import _load
+    from medlocker.pack import load_record
 
     root = write_synthetic_dataset(tmp_path / "ds", n=10, size=48, seed=2, progress=False)
     source = open_source(root)
@@ -321,12 +321,12 @@ def test_with_a_mask_folder_an_image_without_masks_is_lesion_free(tmp_path) -> N
     healthy = [r for r in source.records if not r.masks]
     sick = [r for r in source.records if r.masks]
     assert healthy and sick  # grade 0 images have no mask file
-    assert _load(healthy[0], None, masked=True)[1] == []
-    assert _load(sick[0], None, masked=True)[1]
+    assert load_record(healthy[0], None, masked=True)[1] == []
+    assert load_record(sick[0], None, masked=True)[1]
     # without a mask folder nothing is known: the packer falls back to Grad-CAM
     import shutil
 
     shutil.rmtree(root / "masks")
     bare = open_source(root)
     assert bare.masks is None and all(not r.masks for r in bare.records)
-    assert _load(bare.records[0], None, masked=bare.masks is not None)[1] is None
+    assert load_record(bare.records[0], None, masked=bare.masks is not None)[1] is None

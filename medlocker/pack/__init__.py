@@ -39,6 +39,4 @@ from .publish import DestinationInUseError
 from .read import load_record
 from .run import PackRun
 
-_load = load_record  # the name report/packed.py and older callers import
-
 __all__ = ["DestinationInUseError", "PackConfig", "PackRun", "PackSummary", "created_time", "default_read_processes", "load_record", "pack"]
