@@ -63,6 +63,7 @@ from .watermark import (
     protect,
     render_exact,
 )
+from .watermark.layer import apply_layer
 from .util import atomic_write
 
 __all__ = ["PackConfig", "PackSummary", "pack", "created_time"]
@@ -324,12 +325,14 @@ def _finish_sample(
     own_png = png_bytes(result.logo) if result.logo is not None else None  # per-image colours: its own logo
     if own_png is not None:
         logo, logo_sha256 = result.logo, sha256_digest(own_png)
-    protected = render_exact(image, logo, p)
+    layer = result.layer  # the adversarial layer outside the logo, if any: applied first, committed, sealed
+    protected = render_exact(image if layer is None else apply_layer(image, layer), logo, p)
+    layer_bytes = None if layer is None else layer.to_bytes()
     png = png_bytes(protected)
     wm_digest = sha256_digest(png)
     payload = seal_payload(
         run.content_key,
-        build_restoration(image, p.box),
+        build_restoration(image, p.box, layer),
         dataset_id=run.dataset_id,
         sample_key=record.key,
         watermarked_digest=wm_digest,
@@ -338,7 +341,8 @@ def _finish_sample(
     salt = run.sample_bytes("salt", record.key, 32)
     placement = p.to_dict()
     commitment = commit(
-        param_bytes(dataset_id=run.dataset_id, key=record.key, placement=placement, logo_sha256=logo_sha256), salt
+        param_bytes(dataset_id=run.dataset_id, key=record.key, placement=placement, logo_sha256=logo_sha256,
+                    layer_sha256=None if layer_bytes is None else sha256_digest(layer_bytes)), salt
     )
     h, w = image.shape[:2]
     sample = SampleRecord(
@@ -365,6 +369,7 @@ def _finish_sample(
         status=result.status,
         clean_correct=bool(clean_correct),
         logo_png=base64.b64encode(own_png).decode() if own_png is not None else None,
+        layer=base64.b64encode(layer_bytes).decode() if layer_bytes is not None else None,
     )
     return sample, param
 

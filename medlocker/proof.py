@@ -232,6 +232,7 @@ def prove(
         "placement": rec.placement,
         "salt": rec.salt,
         "logo_sha256": rec.logo_sha256(manifest.logo_sha256),  # the sample's own logo with per-image colours
+        **({"layer_sha256": rec.layer_sha256()} if rec.layer is not None else {}),  # its adversarial layer
         "commitment": rec.commitment,
         "score_milli": int(round(score * 1000)),
         "image_similarity_milli": int(round(image_sim * 1000)),
@@ -272,7 +273,11 @@ def check_proof(
     if entry is None:
         raise IntegrityError(f"sample {key!r} is not in shard {shard_name}")
     # The revealed logo digest: the dataset's logo, or the sample's own (per-image colours).
-    data = param_bytes(dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=logo_sha256)
+    layer_sha256 = doc.get("layer_sha256")
+    if layer_sha256 is not None and not is_sha256_digest(layer_sha256):
+        raise FormatError("malformed proof: layer_sha256 is not a 'sha256:<hex>' digest")
+    data = param_bytes(dataset_id=manifest.dataset_id, key=key, placement=placement.to_dict(), logo_sha256=logo_sha256,
+                       layer_sha256=layer_sha256)
     opens = entry.commitment == doc.get("commitment") and check_commitment(entry.commitment, data, salt)
     similarity = image_similarity = None
     if suspect is not None:

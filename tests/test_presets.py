@@ -3,6 +3,7 @@ every parameter that shapes a sample committed, and the mark still the owner's l
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
@@ -19,6 +20,7 @@ from medlocker.pack import PackConfig, pack
 from medlocker.shards import read_manifest
 from medlocker.watermark import PRESETS, Placement, render_exact, resize_logo
 from medlocker.watermark.config import MARK_MAX_CHANGE
+from medlocker.watermark.layer import Layer, apply_layer
 
 N, SIZE, SEED = 4, 48, 23
 
@@ -59,17 +61,34 @@ def test_no_lesion_pixel_changes_and_the_stored_bytes_are_the_committed_paramete
         logo = rec.logo() if rec.logo() is not None else resize_logo(run.load_logo(), p.w, p.h)
         sample = packed["samples"][key]
         published = packed["published"][key]
+        layer = None if rec.layer is None else Layer.from_bytes(base64.b64decode(rec.layer))[0]
+        base = sample.image if layer is None else apply_layer(sample.image, layer)
         # the published pixels are exactly the committed parameters applied to the original
-        assert np.array_equal(published, render_exact(sample.image, logo, p))
+        assert np.array_equal(published, render_exact(base, logo, p))
+        outside = np.ones(published.shape[:2], bool)
+        outside[p.y:p.y + p.h, p.x:p.x + p.w] = False
+        mse = ((published[outside].astype(float) - sample.image[outside]) ** 2).mean()
+        assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 40.0  # PSNR outside the logo box
         changed = (published != sample.image).any(2)
         for mask in sample.masks.values():
             assert not changed[mask > 0].any(), f"{packed['name']}: a lesion pixel of {key} changed"
         data = param_bytes(dataset_id=run.dataset_id, key=key, placement=rec.placement,
-                           logo_sha256=rec.logo_sha256(manifest.logo_sha256))
+                           logo_sha256=rec.logo_sha256(manifest.logo_sha256), layer_sha256=rec.layer_sha256())
         assert check_commitment(rec.commitment, data, bytes.fromhex(rec.salt))
+        if layer is not None:  # the layer is committed: without its digest the commitment does not open
+            assert packed["protection"].layer.on
+            assert not check_commitment(rec.commitment, param_bytes(
+                dataset_id=run.dataset_id, key=key, placement=rec.placement,
+                logo_sha256=rec.logo_sha256(manifest.logo_sha256)), bytes.fromhex(rec.salt))
         if packed["protection"].texture.max_change is not None and rec.logo() is not None:
             base = resize_logo(run.load_logo(), p.w, p.h).astype(int)
             assert np.abs(rec.logo()[..., :3].astype(int) - base[..., :3]).max() <= MARK_MAX_CHANGE
+
+
+def test_layered_presets_change_pixels_outside_the_box(packed):
+    if not packed["protection"].layer.on:
+        pytest.skip("no layer in this preset")
+    assert any(rec.layer is not None for rec in packed["run"].params().values())
 
 
 def test_the_licensee_restores_every_sample_exactly(packed):
