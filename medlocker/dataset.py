@@ -3,19 +3,30 @@
 It is a webdataset :class:`~webdataset.DataPipeline` with the fluid interface, so
 ``.shuffle(n).map(f).batched(n).to_tuple(...)`` compose as usual, and it works
 under ``torch.utils.data.DataLoader(num_workers>0)`` (fork or spawn),
-``webdataset.WebLoader`` and DDP (shards are split by rank, then by worker).
+``webdataset.WebLoader`` and DDP. Samples, not shards, are split over ranks and
+workers (:func:`medlocker.shards.reader.split_samples`): every rank takes the same
+number of samples per epoch whatever the shard count (the last ranks are padded
+with samples from the start, as ``DistributedSampler`` pads), so DDP never waits
+on a rank that ran out. ``len(ds)`` is that per-rank count (webdataset's
+``with_length`` semantics: samples, not batches; inside a DataLoader worker, the
+worker's share).
 
 Everything that can be checked once is checked in the constructor: the manifest
 against the pinned owner key, the licence (dataset id, manifest digest, clock,
 licensee key). Per shard and per sample checks run in the pipeline stages of
-:mod:`medlocker.shards.reader`; any failure raises, and a watermarked image is
-never yielded in place of an original.
+:mod:`medlocker.shards.reader`: each shard is copied into a spool (memory up to
+``SPOOL_BYTES``, 128 MiB, per worker; a temporary file beyond) and its size and
+SHA-256 are checked before any of its samples is parsed or yielded. Any failure
+raises, and a watermarked image is never yielded in place of an original.
 
 Example::
 
     ds = LicensedDataset("s3://bucket/ds", license="alice.license", identity="alice.key",
                          owner="owner.pub", storage_options={...}).shuffle(256)
     loader = DataLoader(ds.map(to_tensor).to_tuple("image", "label").batched(32), num_workers=4)
+
+DDP (``torchrun``): build the same dataset on every rank; each rank reads its own
+``len(ds)`` samples, so ``for batch in loader`` takes the same number of steps on all.
 """
 
 from __future__ import annotations
@@ -76,6 +87,8 @@ class LicensedDataset(wds.DataPipeline, wds.FluidInterface):
             (an int is accepted for webdataset compatibility; the whole list is
             permuted). Shuffle samples with ``.shuffle(n)``.
         seed: Seed of the shard permutation; identical on every rank and worker.
+        allow_insecure_test_seed: Read a dataset that the owner packed with a test
+            seed, whose originals anyone can decrypt (tests only; refused otherwise).
 
     Yields:
         ``{"__key__", "__url__", "image": PIL RGB (identical to the original),
@@ -83,6 +96,7 @@ class LicensedDataset(wds.DataPipeline, wds.FluidInterface):
 
     Raises:
         SignatureError, FormatError: Bad or missing manifest (at construction).
+        InsecureDatasetError: A test-seed dataset without ``allow_insecure_test_seed``.
         LicenseError: Wrong dataset/manifest, wrong licensee, expired (at construction).
         IntegrityError: Any shard, index or sample that differs from what the owner
             signed (while iterating).
@@ -100,10 +114,13 @@ class LicensedDataset(wds.DataPipeline, wds.FluidInterface):
         now: datetime | None = None,
         shardshuffle: bool | int = False,
         seed: int = 0,
+        allow_insecure_test_seed: bool = False,
     ) -> None:
         dest = os.fspath(dataset)
         owner_key = _owner(owner)
-        manifest = read_manifest(dest, owner_key, storage_options=storage_options)
+        manifest = read_manifest(
+            dest, owner_key, storage_options=storage_options, allow_insecure_test_seed=allow_insecure_test_seed
+        )
         lic = verify_license(
             _license_bytes(license),
             owner=owner_key,
@@ -117,8 +134,6 @@ class LicensedDataset(wds.DataPipeline, wds.FluidInterface):
         self._shards = ShardList(shard_specs(dest, manifest), shuffle=bool(shardshuffle), seed=seed)
         super().__init__(
             self._shards,
-            wds.split_by_node,
-            wds.split_by_worker,
             open_shards(dataset_id=manifest.dataset_id, storage_options=storage_options),
             expand_shards(),
             restore_samples(content_key=lic.content_key, dataset_id=manifest.dataset_id, classes=manifest.classes),
@@ -128,6 +143,10 @@ class LicensedDataset(wds.DataPipeline, wds.FluidInterface):
     def num_samples(self) -> int:
         """Samples per epoch over all ranks and workers (from the signed manifest)."""
         return self.manifest.num_samples
+
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (this worker's share inside a DataLoader worker)."""
+        return len(self._shards)
 
     @property
     def classes(self) -> tuple[str, ...]:

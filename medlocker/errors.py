@@ -13,6 +13,7 @@ __all__ = [
     "SignatureError",
     "IntegrityError",
     "FormatError",
+    "InsecureDatasetError",
     "LicenseError",
     "WrongDatasetError",
     "WrongLicenseeError",
@@ -36,6 +37,14 @@ class IntegrityError(MedLockerError):
 
 class FormatError(MedLockerError):
     """A file is malformed, or has a format name or version this reader does not know."""
+
+
+class InsecureDatasetError(MedLockerError):
+    """The signed manifest marks the dataset as packed with an insecure test seed.
+
+    Its keys derive from a small number, so anyone can decrypt its originals;
+    readers refuse it unless the caller passes ``allow_insecure_test_seed=True``.
+    """
 
 
 class LicenseError(MedLockerError):

@@ -544,6 +544,7 @@ def pack(
         logo_sha256=logo_sha256,
         created=run.created,
         storage_options=storage_options,
+        insecure_test_seed=test_seed is not None,
     )
     summary.seconds = time.perf_counter() - t0
     return summary

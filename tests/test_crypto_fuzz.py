@@ -1,10 +1,12 @@
 """Property tests: every crypto parser fails closed on hostile input.
 
 Random bytes, random JSON and random mutations of valid objects are fed to each
-parser. Allowed outcomes: a :class:`MedLockerError`, a :class:`ValueError`, or
-(for mutations that keep the bytes' meaning, e.g. JSON whitespace) the same
-result as the unmutated object -- never another exception, never a different
-accepted value.
+parser. Allowed outcomes: a :class:`MedLockerError`, or (for mutations that keep
+the bytes' meaning, e.g. JSON whitespace) the same result as the unmutated
+object -- never another exception (a ``ValueError``/``KeyError``/``TypeError``/
+``OverflowError`` from untrusted bytes is a bug), never a different accepted value.
+Licence payloads are also fuzzed *behind* a valid owner signature, so the fuzzer
+reaches the payload parser and not only the signature check.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from medlocker.crypto.encoding import canonical_json
+from medlocker.crypto.encoding import b64decode, canonical_json
 from medlocker.crypto.envelope import sign_envelope, verify_envelope
 from medlocker.crypto.identity import Identity, PublicIdentity
-from medlocker.crypto.license import issue_license, verify_license
+from medlocker.crypto.license import LICENSE_PAYLOAD_TYPE, issue_license, verify_license
 from medlocker.crypto.seal import open_payload, seal_payload
 from medlocker.crypto.wrap import unwrap_key, wrap_key
 from medlocker.errors import MedLockerError
@@ -85,10 +87,10 @@ json_values = st.recursive(
 
 
 def fails_closed(fn, *args, **kwargs):
-    """Call ``fn``; return its result, or None when it refused with an allowed error."""
+    """Call ``fn``; return its result, or None when it refused with a MedLockerError (the only allowed error)."""
     try:
         return fn(*args, **kwargs)
-    except (MedLockerError, ValueError):
+    except MedLockerError:
         return None
 
 
@@ -193,6 +195,31 @@ def test_wrap_round_trip(secret, context):
 def test_license_parser(data):
     got = fails_closed(verify_license, data, owner=OWNER.public, identity=LICENSEE, now=NOW)
     assert got is None or (got.content_key == KEY and got.license_id == IN["license_id"])
+
+
+LICENSE_PAYLOAD = b64decode(json.loads(LICENSE)["payload"])
+
+
+def _owner_signed(payload: bytes) -> bytes:
+    return sign_envelope(OWNER, LICENSE_PAYLOAD_TYPE, payload)
+
+
+@FUZZ
+@given(inputs_for(LICENSE_PAYLOAD))
+def test_owner_signed_licence_payload_parser(payload):
+    """Mutated payloads signed by the owner key: the payload parser itself must fail closed."""
+    got = fails_closed(verify_license, _owner_signed(payload), owner=OWNER.public, identity=LICENSEE, now=NOW)
+    assert got is None or (got.content_key == KEY and got.license_id == IN["license_id"])
+
+
+@FUZZ
+@given(st.sampled_from(sorted(json.loads(LICENSE_PAYLOAD))), json_values)
+def test_owner_signed_licence_with_random_field_values(field, value):
+    doc = json.loads(LICENSE_PAYLOAD)
+    doc[field] = value
+    got = fails_closed(verify_license, _owner_signed(canonical_json(doc)), owner=OWNER.public, identity=LICENSEE,
+                       now=NOW)
+    assert got is None or got.content_key == KEY
 
 
 @FUZZ

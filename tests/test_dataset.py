@@ -17,7 +17,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from conftest_shards import (
+from shardkit import (
     ALICE,
     BOB,
     CLASSES,
@@ -28,6 +28,7 @@ from conftest_shards import (
     Protected,
     make_dataset,
     make_record,
+    resign,
     rewrite_tar,
     synthetic_image,
 )
@@ -113,7 +114,7 @@ def test_webloader_fork_workers(protected: Protected) -> None:
 
 
 def test_ranks_times_workers_exactly_once(protected: Protected, monkeypatch: pytest.MonkeyPatch) -> None:
-    """RANK/WORLD_SIZE (read by webdataset's split_by_node) x DataLoader workers."""
+    """RANK/WORLD_SIZE (read by webdataset's pytorch_worker_info) x DataLoader workers."""
     samples = []
     for rank in range(2):
         monkeypatch.setenv("RANK", str(rank))
@@ -224,14 +225,26 @@ def _members(items: list, key: str) -> dict[str, bytes]:
     return {n: d for n, d in items if n.startswith(key + ".")}
 
 
-def _edit_first_shard(ds: Protected, edit) -> None:
+def _no_sample_then(dataset: LicensedDataset, error: type, match: str) -> None:
+    """Iterating ``dataset`` raises ``error`` before it yields a single sample."""
+    got = []
+    with pytest.raises(error, match=match):
+        for s in dataset:
+            got.append(s["__key__"])
+    assert got == [], f"yielded {got} before the error"
+
+
+def _edit_first_shard(ds: Protected, edit) -> Protected:
+    """Edit the first shard; check the shard digest refuses it; return it re-signed by the owner."""
     rewrite_tar(os.path.join(ds.dest, ds.shards[0].name), edit)
+    _no_sample_then(licensed(ds), IntegrityError, "size/SHA-256 in the signed manifest")
+    return resign(ds)
 
 
 def test_tampered_png_is_integrity_error(protected: Protected, tmp_path: Path) -> None:
     ds = _copy(protected, tmp_path)
     other = make_record(7, key="s0000")[0].png  # a valid PNG of another image
-    _edit_first_shard(ds, lambda items: [(n, other if n == "s0000.png" else d) for n, d in items])
+    ds = _edit_first_shard(ds, lambda items: [(n, other if n == "s0000.png" else d) for n, d in items])
     with pytest.raises(IntegrityError, match="watermarked image does not match"):
         list(licensed(ds))
 
@@ -240,7 +253,7 @@ def test_swapped_payloads_are_integrity_error(protected: Protected, tmp_path: Pa
     ds = _copy(protected, tmp_path)
     a, b = protected.records["s0000"].payload, protected.records["s0001"].payload
     swap = {"s0000.mlseal": b, "s0001.mlseal": a}
-    _edit_first_shard(ds, lambda items: [(n, swap.get(n, d)) for n, d in items])
+    ds = _edit_first_shard(ds, lambda items: [(n, swap.get(n, d)) for n, d in items])
     with pytest.raises(IntegrityError, match="sealed payload does not match"):
         list(licensed(ds))
     # Even with an index that pinned the swapped bytes, the AEAD binding refuses it.
@@ -268,7 +281,7 @@ def test_licensee_cannot_forge_a_sample(protected: Protected, tmp_path: Path) ->
         dataset_id=DATASET_ID, sample_key=rec.key, watermarked_digest=sha256_digest(rec.png),
     )
     ds = _copy(protected, tmp_path)
-    _edit_first_shard(ds, lambda items: [(n, forged if n == "s0000.mlseal" else d) for n, d in items])
+    ds = _edit_first_shard(ds, lambda items: [(n, forged if n == "s0000.mlseal" else d) for n, d in items])
     with pytest.raises(IntegrityError):
         list(licensed(ds))
     # Last line of defence: the payload opens (valid seal) but the pixels are not the
@@ -301,7 +314,7 @@ def test_licensee_cannot_forge_a_sample(protected: Protected, tmp_path: Path) ->
 )
 def test_shard_contents_must_match_the_index(protected: Protected, tmp_path: Path, edit, message: str) -> None:
     ds = _copy(protected, tmp_path)
-    _edit_first_shard(ds, edit)
+    ds = _edit_first_shard(ds, edit)
     with pytest.raises(IntegrityError, match=message):
         list(licensed(ds))
 
@@ -367,5 +380,5 @@ def test_tar_reader_refuses_what_the_writer_never_makes(protected: Protected, tm
     for name, (data, message) in cases.items():
         ds = _copy(protected, tmp_path / name)
         Path(ds.dest, protected.shards[0].name).write_bytes(data)
-        with pytest.raises(IntegrityError, match=message):
-            list(licensed(ds))
+        _no_sample_then(licensed(ds), IntegrityError, "size/SHA-256 in the signed manifest")
+        _no_sample_then(licensed(resign(ds)), IntegrityError, message)

@@ -164,6 +164,19 @@ def _edit(text: str, **changes) -> bytes:
             OUT["owner_key_encrypted"],
             encryption={"kdf": "scrypt", "n": 2**30, "r": 8, "p": 1, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
         ),
+        # Within the memory cap (128 * n * r = 128 MiB) but N >= 2^(16 r): OpenSSL raised MemoryError.
+        _edit(
+            OUT["owner_key_encrypted"],
+            encryption={"kdf": "scrypt", "n": 2**20, "r": 1, "p": 1, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
+        ),
+        _edit(
+            OUT["owner_key_encrypted"],
+            encryption={"kdf": "scrypt", "n": 2**16, "r": 1, "p": 4, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
+        ),
+        _edit(
+            OUT["owner_key_encrypted"],
+            encryption={"kdf": "scrypt", "n": 2**15, "r": True, "p": 1, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
+        ),
         _edit(
             OUT["owner_key_encrypted"],
             encryption={"kdf": "argon2", "n": 2**15, "r": 8, "p": 1, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="},
@@ -173,6 +186,15 @@ def _edit(text: str, **changes) -> bytes:
 )
 def test_corrupt_private_key_file(data):
     with pytest.raises(KeyFileError, match="k.key"):
+        Identity.from_bytes(data, PASSPHRASE, source="k.key")
+
+
+@pytest.mark.parametrize("n, r, p", [(2**15, 1, 1), (2**10, 32, 4), (2**12, 2, 4), (2**14, 8, 2)])
+def test_accepted_scrypt_parameters_derive(n, r, p):
+    """Every accepted cost runs (small ones here): the file is refused for its passphrase, not a MemoryError."""
+    data = _edit(OUT["owner_key_encrypted"],
+                 encryption={"kdf": "scrypt", "n": n, "r": r, "p": p, "salt": "AAAAAAAAAAAAAAAAAAAAAA=="})
+    with pytest.raises(KeyFileError, match="wrong passphrase"):
         Identity.from_bytes(data, PASSPHRASE, source="k.key")
 
 

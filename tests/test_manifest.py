@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from conftest_shards import ALICE, BOB, CREATED, NOW, OWNER, make_dataset
+from shardkit import ALICE, BOB, CREATED, NOW, OWNER, make_dataset
 from medlocker.crypto import Identity, canonical_json, sign_envelope
 from medlocker.dataset import LicensedDataset
-from medlocker.errors import FormatError, IntegrityError, SignatureError
+from medlocker.errors import FormatError, InsecureDatasetError, IntegrityError, MedLockerError, SignatureError
 from medlocker.shards import MANIFEST_NAME, ShardInfo, check_dataset, read_manifest, write_manifest
 from medlocker.shards.manifest import build_manifest_payload, parse_manifest
 
@@ -33,12 +36,13 @@ GOLDEN_SHARDS = [
 ]
 GOLDEN_PAYLOAD = (
     b'{"classes":["neg","pos"],"created":"2025-01-02T03:04:05Z","dataset_id":"ds-1","extra":{"note":"x"},'
-    b'"format":"medlocker.manifest","logo_sha256":"sha256:' + b"c" * 64 + b'",'
+    b'"format":"medlocker.manifest","insecure_test_seed":false,"logo_sha256":"sha256:' + b"c" * 64 + b'",'
     b'"owner_key_id":"ml1:0df6ba698bb412d65970cc8c5b68b89f","shards":[{"index":"shard-000000.index.json",'
     b'"index_sha256":"sha256:' + b"b" * 64 + b'","name":"shard-000000.tar","samples":2,'
-    b'"sha256":"sha256:' + b"a" * 64 + b'","size":10240}],"version":1}'
+    b'"sha256":"sha256:' + b"a" * 64 + b'","size":10240}],"version":2}'
 )
-GOLDEN_ENVELOPE_SHA256 = "2fbc0c8e229619b01fe9e5ab66247f2d78e351ef89dc9390b42eee472a47d300"
+# Version 2 (adds insecure_test_seed); changed deliberately with the format version.
+GOLDEN_ENVELOPE_SHA256 = "e6bb133fbf1aa8cda27b7ddd333cf55ca3811f48014ca60de639385082c63885"
 
 
 def _golden_kwargs() -> dict:
@@ -81,8 +85,6 @@ def test_every_flipped_byte_is_refused(tmp_path: Path) -> None:
 
 
 def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type: str = PAYLOAD_TYPE) -> bytes:
-    import json
-
     doc = json.loads(GOLDEN_PAYLOAD) | doc_changes
     doc = {k: v for k, v in doc.items() if v is not None}
     return sign_envelope(signer, payload_type, canonical_json(doc))
@@ -91,8 +93,12 @@ def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type:
 @pytest.mark.parametrize(
     "changes",
     [
-        {"version": 2},
-        {"version": "1"},
+        {"version": 1},  # the format before insecure_test_seed: refused, repack
+        {"version": 3},
+        {"version": "2"},
+        {"version": True},  # a bool is an int in Python: JSON true must not pass as 1
+        {"insecure_test_seed": None},  # missing
+        {"insecure_test_seed": 0},
         {"format": "medlocker.index"},
         {"extra": None},  # missing field
         {"surprise": 1},  # unknown field
@@ -108,6 +114,28 @@ def _signed(doc_changes: dict, *, signer: Identity = GOLDEN_OWNER, payload_type:
 def test_signed_but_unknown_or_malformed_is_format_error(changes: dict) -> None:
     with pytest.raises(FormatError):
         parse_manifest(_signed(changes), GOLDEN_OWNER.public)
+
+
+def test_test_seed_manifest_is_refused_unless_allowed() -> None:
+    envelope = _signed({"insecure_test_seed": True})
+    with pytest.raises(InsecureDatasetError, match="insecure test seed"):
+        parse_manifest(envelope, GOLDEN_OWNER.public)
+    assert parse_manifest(envelope, GOLDEN_OWNER.public, allow_insecure_test_seed=True).insecure_test_seed
+    assert not parse_manifest(_signed({}), GOLDEN_OWNER.public).insecure_test_seed
+
+
+def test_test_seed_dataset_is_refused_by_every_reader(tmp_path: Path) -> None:
+    """Issue 17 case 3: a dataset packed with a test seed is marked, and readers refuse it."""
+    ds = make_dataset(str(tmp_path), n=2, per_shard=2, insecure_test_seed=True)
+    with pytest.raises(InsecureDatasetError):
+        read_manifest(ds.dest, OWNER.public)
+    with pytest.raises(InsecureDatasetError):
+        _licensed(ds)
+    report = check_dataset(ds.dest, OWNER.public)
+    assert not report.ok and "insecure test seed" in report.problems[0]
+    assert read_manifest(ds.dest, OWNER.public, allow_insecure_test_seed=True).insecure_test_seed
+    assert len(list(_licensed(ds, allow_insecure_test_seed=True))) == 2
+    assert check_dataset(ds.dest, OWNER.public, allow_insecure_test_seed=True).ok
 
 
 def test_wrong_signer_or_type_is_signature_error() -> None:
@@ -195,3 +223,45 @@ def test_verify_tool(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     os.remove(Path(ds.dest) / MANIFEST_NAME)
     assert verify_tool.main(argv) == 1
     assert "incomplete" in capsys.readouterr().out
+
+
+# --------------------------------------------------------------- fuzz behind a valid signature
+
+_GOLDEN_DOC = json.loads(GOLDEN_PAYLOAD)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=16,
+)
+
+
+@st.composite
+def _spliced(draw) -> bytes:
+    """The golden payload with a few random bytes written over it."""
+    data = bytearray(GOLDEN_PAYLOAD)
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data)))
+        data[at : at + draw(st.integers(0, 4))] = draw(st.binary(max_size=6))
+    return bytes(data)
+
+
+def _parses_or_refuses(payload: bytes) -> None:
+    """Sign ``payload`` with the owner key and parse it: a MedLockerError is the only allowed failure."""
+    try:
+        parse_manifest(sign_envelope(GOLDEN_OWNER, PAYLOAD_TYPE, payload), GOLDEN_OWNER.public)
+    except MedLockerError:
+        pass
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=600) | _spliced())
+def test_owner_signed_random_payload_fails_closed(payload: bytes) -> None:
+    _parses_or_refuses(payload)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(sorted(_GOLDEN_DOC)), _JSON, st.sampled_from(sorted(GOLDEN_SHARDS[0].to_dict())), _JSON)
+def test_owner_signed_random_field_values_fail_closed(field: str, value, shard_field: str, shard_value) -> None:
+    _parses_or_refuses(canonical_json(dict(_GOLDEN_DOC, **{field: value})))
+    shard = dict(GOLDEN_SHARDS[0].to_dict(), **{shard_field: shard_value})
+    _parses_or_refuses(canonical_json(dict(_GOLDEN_DOC, shards=[shard])))

@@ -154,3 +154,26 @@ def test_png_header() -> None:
     assert png_header(buf.getvalue()) == (5, 4, 8, 2)
     assert png_header(b"GIF89a" + b"\0" * 40) is None
     assert png_header(buf.getvalue()[:20]) is None
+
+
+# ------------------------------------------------- fuzz (issue 17: only FormatError from untrusted bytes)
+
+from hypothesis import given as _given, settings as _settings  # noqa: E402
+from hypothesis import strategies as _st  # noqa: E402
+
+
+@_settings(max_examples=400, deadline=None)
+@_given(_st.binary(max_size=64), _st.lists(_st.integers(0, 2**32 - 1), min_size=7, max_size=7))
+def test_parse_restoration_fuzz_raises_only_format_error(tail: bytes, fields: list[int]) -> None:
+    """Random headers (huge boxes included: they raised OverflowError in zlib) and random bytes."""
+    import struct
+
+    from medlocker.errors import FormatError
+    from medlocker.shards.payload import parse_restoration
+
+    header = struct.pack(">4sB3x3I4I", b"MLRS", 1, *fields)
+    for data in (header + tail, tail, header[: len(tail) % len(header)]):
+        try:
+            parse_restoration(data)
+        except FormatError:
+            pass

@@ -11,7 +11,7 @@ import torch
 import webdataset as wds
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
-from conftest_shards import ALICE, NOW, OWNER, Protected, make_dataset, sample_box, watermark
+from shardkit import ALICE, NOW, OWNER, Protected, make_dataset, sample_box, watermark
 from medlocker.dataset import LicensedDataset
 from medlocker.errors import FormatError, IntegrityError
 from medlocker.shards import check_dataset, read_manifest

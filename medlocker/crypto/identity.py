@@ -21,7 +21,7 @@ import logging
 import os
 import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -131,6 +131,19 @@ def _check_key_document(doc: Any, source: str, kind: str) -> dict[str, Any]:
     return doc
 
 
+_K = TypeVar("_K", "PublicIdentity", "Identity")
+
+
+def _check_key_id(ident: _K, doc: dict[str, Any], source: str) -> _K:
+    """Return ``ident`` if the key id written in the file is the one its keys give."""
+    if ident.key_id != doc["key_id"]:
+        raise KeyFileError(
+            f"{source}: key id {doc['key_id']!r} does not match the keys in the file "
+            f"({ident.key_id}); the file was altered"
+        )
+    return ident
+
+
 def _b64_field(doc: dict[str, Any], field: str, length: int | None, source: str) -> bytes:
     try:
         raw = b64decode(doc[field])
@@ -224,12 +237,7 @@ class PublicIdentity:
             )
         except ValueError:
             raise KeyFileError(f"{source}: corrupt key file (invalid public key)") from None
-        if ident.key_id != doc["key_id"]:
-            raise KeyFileError(
-                f"{source}: key id {doc['key_id']!r} does not match the keys in the file "
-                f"({ident.key_id}); the file was altered"
-            )
-        return ident
+        return _check_key_id(ident, doc, source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> PublicIdentity:
@@ -283,6 +291,7 @@ def _check_scrypt_params(enc: Any, source: str) -> tuple[bytes, int, int, int]:
         or not 1 <= r <= _SCRYPT_MAX_R
         or not 1 <= p <= _SCRYPT_MAX_P
         or 128 * n * r > _SCRYPT_MAX_MEM
+        or n >= 2 ** (16 * r)  # RFC 7914: N < 2^(128 r / 8); OpenSSL refuses the rest (MemoryError)
     ):
         raise KeyFileError(f"{source}: scrypt parameters n={n} r={r} p={p} are outside the accepted range")
     salt = _b64_field(enc, "salt", _SALT_LEN, source)
@@ -424,12 +433,7 @@ class Identity:
             ident = cls.from_private_bytes(raw[:32], raw[32:], name=doc["name"])
         except ValueError:
             raise KeyFileError(f"{source}: corrupt key file (invalid private key)") from None
-        if ident.key_id != doc["key_id"]:
-            raise KeyFileError(
-                f"{source}: key id {doc['key_id']!r} does not match the keys in the file "
-                f"({ident.key_id}); the file was altered"
-            )
-        return ident
+        return _check_key_id(ident, doc, source)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], *, passphrase: bytes | None = None) -> Identity:

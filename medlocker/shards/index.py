@@ -55,7 +55,7 @@ def build_index(dataset_id: str, shard: str, entries: Sequence[IndexEntry]) -> b
     """Canonical JSON bytes of the index of ``shard`` (entries sorted by key)."""
     doc = {
         "format": layout.INDEX_FORMAT,
-        "version": layout.FORMAT_VERSION,
+        "version": layout.INDEX_VERSION,
         "dataset_id": dataset_id,
         "shard": shard,
         "samples": [asdict(e) for e in sorted(entries, key=lambda e: e.key)],
@@ -104,10 +104,7 @@ def parse_index(data: bytes, *, expected_sha256: str, shard: str, dataset_id: st
         doc = parse_json_strict(data)
     except ValueError as exc:
         raise FormatError(f"{where}: not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != layout.INDEX_FORMAT:
-        raise FormatError(f"{where}: not a {layout.INDEX_FORMAT} file")
-    if doc.get("version") != layout.FORMAT_VERSION:
-        raise FormatError(f"{where}: index version {doc.get('version')!r} is not supported; upgrade MedLocker")
+    layout.check_format_header(doc, fmt=layout.INDEX_FORMAT, version=layout.INDEX_VERSION, where=where)
     if set(doc) != _DOC_FIELDS:
         raise FormatError(f"{where}: index needs exactly the fields {sorted(_DOC_FIELDS)}")
     if doc["dataset_id"] != dataset_id or doc["shard"] != shard:

@@ -15,6 +15,9 @@ format has a single source of truth.
 from __future__ import annotations
 
 import re
+from typing import Any
+
+from ..errors import FormatError
 
 __all__ = [
     "MANIFEST_NAME",
@@ -22,6 +25,9 @@ __all__ = [
     "MANIFEST_FORMAT",
     "INDEX_FORMAT",
     "FORMAT_VERSION",
+    "INDEX_VERSION",
+    "MANIFEST_VERSION",
+    "check_format_header",
     "DEFAULT_PREFIX",
     "EXT_IMAGE",
     "EXT_LABEL",
@@ -41,7 +47,9 @@ MANIFEST_NAME = "manifest.dsse.json"
 MANIFEST_PAYLOAD_TYPE = "application/vnd.medlocker.manifest+json"
 MANIFEST_FORMAT = "medlocker.manifest"
 INDEX_FORMAT = "medlocker.index"
-FORMAT_VERSION = 1
+INDEX_VERSION = 1
+MANIFEST_VERSION = 2  # 2: adds the signed "insecure_test_seed" flag
+FORMAT_VERSION = INDEX_VERSION  # kept for callers of the single-version era
 DEFAULT_PREFIX = "shard"
 
 EXT_IMAGE = "png"  # watermarked image, lossless
@@ -58,6 +66,25 @@ _INDEX_SUFFIX = ".index.json"
 _KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _PREFIX_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _SHARD_RE = re.compile(r"([A-Za-z0-9][A-Za-z0-9_-]{0,63})-([0-9]{6,})\.tar")
+
+
+def check_format_header(doc: Any, *, fmt: str, version: int, where: str) -> dict[str, Any]:
+    """Return ``doc`` if it is a JSON object naming format ``fmt`` at ``version``.
+
+    The one header check of every MedLocker file. The version must be a real
+    ``int`` (JSON ``true`` is a ``bool``, which Python would compare equal to 1).
+
+    Raises:
+        FormatError: Not an object, another format, or a version this reader does not know.
+    """
+    if not isinstance(doc, dict) or doc.get("format") != fmt:
+        raise FormatError(f"{where}: not a {fmt} file")
+    found = doc.get("version")
+    if type(found) is not int or found != version:
+        raise FormatError(
+            f"{where}: {fmt} version {found!r} is not supported (this reader knows {version}); upgrade MedLocker"
+        )
+    return doc
 
 
 def validate_key(key: str) -> str:

@@ -3,11 +3,16 @@
 ``manifest.dsse.json`` is a DSSE envelope (payloadType
 ``application/vnd.medlocker.manifest+json``) over canonical JSON::
 
-    {"format": "medlocker.manifest", "version": 1, "dataset_id": "...",
+    {"format": "medlocker.manifest", "version": 2, "dataset_id": "...",
      "owner_key_id": "ml1:...", "created": "2025-01-02T03:04:05Z",
      "classes": ["grade0", ...], "logo_sha256": "sha256:...",
+     "insecure_test_seed": false,
      "shards": [{"name", "size", "sha256", "samples", "index", "index_sha256"}, ...],
      "extra": {...}}
+
+``insecure_test_seed`` is signed: a dataset whose keys derive from a test seed
+says so, and every reader refuses it (:class:`InsecureDatasetError`) unless the
+caller passes ``allow_insecure_test_seed=True``.
 
 One signature covers every shard's size and digest and every index's digest, so a
 reader verifies once at start-up (cost grows with the shard count, not the sample
@@ -24,7 +29,7 @@ from datetime import datetime
 from typing import Any
 
 from ..crypto import Identity, PublicIdentity, canonical_json, parse_json_strict, sign_envelope, verify_envelope
-from ..errors import FormatError
+from ..errors import FormatError, InsecureDatasetError
 from ..util import parse_rfc3339, rfc3339
 from . import fs as _fs
 from . import layout
@@ -41,7 +46,10 @@ __all__ = [
 ]
 
 MAX_MANIFEST_BYTES = 64 * 2**20
-_FIELDS = {"format", "version", "dataset_id", "owner_key_id", "created", "classes", "logo_sha256", "shards", "extra"}
+_FIELDS = {
+    "format", "version", "dataset_id", "owner_key_id", "created", "classes", "logo_sha256", "insecure_test_seed",
+    "shards", "extra",
+}
 
 
 @dataclass(frozen=True)
@@ -87,6 +95,7 @@ class Manifest:
     shards: tuple[ShardInfo, ...]
     extra: Mapping[str, Any] = field(default_factory=dict)
     digest: str = ""  # "sha256:" + hex of the envelope file bytes
+    insecure_test_seed: bool = False  # keys derive from a test seed: anyone can decrypt
 
     @property
     def num_samples(self) -> int:
@@ -102,8 +111,11 @@ def build_manifest_payload(
     logo_sha256: str,
     created: datetime,
     extra: Mapping[str, Any] | None = None,
+    insecure_test_seed: bool = False,
 ) -> bytes:
     """Canonical JSON bytes of the manifest payload (what gets signed)."""
+    if not isinstance(insecure_test_seed, bool):
+        raise TypeError("insecure_test_seed must be a bool")
     if not isinstance(dataset_id, str) or not dataset_id:
         raise ValueError("dataset_id must be a non-empty str")
     if not classes or not all(isinstance(c, str) and c for c in classes):
@@ -120,34 +132,40 @@ def build_manifest_payload(
             raise ValueError(str(exc)) from None
     doc = {
         "format": layout.MANIFEST_FORMAT,
-        "version": layout.FORMAT_VERSION,
+        "version": layout.MANIFEST_VERSION,
         "dataset_id": dataset_id,
         "owner_key_id": owner_key_id,
         "created": rfc3339(created),
         "classes": list(classes),
         "logo_sha256": logo_sha256,
+        "insecure_test_seed": insecure_test_seed,
         "shards": [s.to_dict() for s in sorted(shards, key=lambda s: s.name)],
         "extra": dict(extra or {}),
     }
     return canonical_json(doc)
 
 
-def parse_manifest(envelope: bytes, owner: PublicIdentity, *, source: str = "manifest") -> Manifest:
+def parse_manifest(
+    envelope: bytes, owner: PublicIdentity, *, source: str = "manifest", allow_insecure_test_seed: bool = False
+) -> Manifest:
     """Verify ``envelope`` against the pinned ``owner`` key, then parse it.
+
+    Args:
+        allow_insecure_test_seed: Accept a dataset the owner packed with a test
+            seed (its originals are decryptable by anyone). Tests only.
 
     Raises:
         SignatureError: Not signed by ``owner``.
         FormatError: Malformed envelope, unknown format or version, bad fields.
+        InsecureDatasetError: The manifest marks a test-seed dataset and
+            ``allow_insecure_test_seed`` is false.
     """
     payload = verify_envelope(envelope, owner, layout.MANIFEST_PAYLOAD_TYPE)
     try:
         doc = parse_json_strict(payload)
     except ValueError as exc:
         raise FormatError(f"{source}: payload is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("format") != layout.MANIFEST_FORMAT:
-        raise FormatError(f"{source}: not a {layout.MANIFEST_FORMAT} payload")
-    if doc.get("version") != layout.FORMAT_VERSION:
-        raise FormatError(f"{source}: manifest version {doc.get('version')!r} is not supported; upgrade MedLocker")
+    layout.check_format_header(doc, fmt=layout.MANIFEST_FORMAT, version=layout.MANIFEST_VERSION, where=source)
     if set(doc) != _FIELDS:
         raise FormatError(f"{source}: manifest needs exactly the fields {sorted(_FIELDS)}")
     if doc["owner_key_id"] != owner.key_id:
@@ -163,6 +181,13 @@ def parse_manifest(envelope: bytes, owner: PublicIdentity, *, source: str = "man
         raise FormatError(f"{source}: created must be RFC 3339 UTC like 2025-01-02T03:04:05Z") from None
     if not is_sha256_digest(doc["logo_sha256"]) or not isinstance(doc["extra"], dict):
         raise FormatError(f"{source}: malformed logo_sha256 or extra")
+    if type(doc["insecure_test_seed"]) is not bool:
+        raise FormatError(f"{source}: insecure_test_seed must be true or false")
+    if doc["insecure_test_seed"] and not allow_insecure_test_seed:
+        raise InsecureDatasetError(
+            f"{source}: the owner packed this dataset with an insecure test seed, so anyone can decrypt its "
+            "originals; it is for tests only (pass allow_insecure_test_seed=True to read it anyway)"
+        )
     if not isinstance(doc["shards"], list):
         raise FormatError(f"{source}: shards must be a list")
     shards = tuple(ShardInfo.from_dict(s) for s in doc["shards"])
@@ -177,6 +202,7 @@ def parse_manifest(envelope: bytes, owner: PublicIdentity, *, source: str = "man
         shards=shards,
         extra=doc["extra"],
         digest=sha256_digest(envelope),
+        insecure_test_seed=doc["insecure_test_seed"],
     )
 
 
@@ -196,8 +222,13 @@ def write_manifest(
     created: datetime,
     extra: Mapping[str, Any] | None = None,
     storage_options: dict[str, Any] | None = None,
+    insecure_test_seed: bool = False,
 ) -> str:
     """Sign and write the manifest (call it last, after every shard is written).
+
+    Args:
+        insecure_test_seed: The run's keys derive from a test seed; signed into
+            the manifest so that readers refuse the dataset by default.
 
     Returns:
         The manifest digest (``"sha256:" + hex`` of the envelope bytes) licences bind to.
@@ -210,6 +241,7 @@ def write_manifest(
         logo_sha256=logo_sha256,
         created=created,
         extra=extra,
+        insecure_test_seed=insecure_test_seed,
     )
     envelope = sign_envelope(owner, layout.MANIFEST_PAYLOAD_TYPE, payload)
     with _fs.atomic_write(manifest_url(dest), storage_options) as f:
@@ -222,6 +254,7 @@ def read_manifest(
     owner: PublicIdentity,
     *,
     storage_options: dict[str, Any] | None = None,
+    allow_insecure_test_seed: bool = False,
 ) -> Manifest:
     """Read and verify the manifest of dataset ``dest`` against the pinned ``owner``.
 
@@ -229,6 +262,7 @@ def read_manifest(
         FormatError: No manifest (the dataset is incomplete or still being packed),
             or a malformed one.
         SignatureError: Not signed by ``owner``.
+        InsecureDatasetError: A test-seed dataset, unless ``allow_insecure_test_seed``.
     """
     url = manifest_url(dest)
     try:
@@ -237,4 +271,4 @@ def read_manifest(
         raise FormatError(
             f"{url}: no manifest: the dataset is incomplete or still being packed"
         ) from None
-    return parse_manifest(envelope, owner, source=url)
+    return parse_manifest(envelope, owner, source=url, allow_insecure_test_seed=allow_insecure_test_seed)

@@ -68,6 +68,7 @@ _DIGEST_PREFIX = "sha256:"
 _DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_IHDR = struct.Struct(">I4sIIBB")
+_MAX_REGION_BYTES = 2**30  # restored box pixels; far above any real logo box
 
 
 def sha256_digest(data: bytes | bytearray | memoryview) -> str:
@@ -200,6 +201,8 @@ def parse_restoration(plaintext: bytes) -> Restoration:
     if h == 0 or w == 0 or c == 0 or not (0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h):
         raise FormatError(f"restoration box {(x0, y0, x1, y1)} does not fit a {w}x{h}x{c} image")
     expected = (y1 - y0) * (x1 - x0) * c
+    if expected > _MAX_REGION_BYTES:  # zlib's max_length is a C ssize_t: bound it before asking
+        raise FormatError(f"restoration box of {expected} bytes is larger than the {_MAX_REGION_BYTES} accepted")
     view = memoryview(plaintext)
     start, end = _HEADER.size, len(plaintext)
     if version == 2:

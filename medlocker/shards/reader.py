@@ -2,26 +2,31 @@
 
 Mirror of :mod:`medlocker.shards.writer`. The licensed pipeline is::
 
-    ShardList                 manifest shards, optionally permuted per epoch (same order on every rank)
-    -> split_by_node          webdataset: DDP ranks
-    -> split_by_worker        webdataset: DataLoader workers
+    ShardList                 manifest shards, optionally permuted per epoch (same order on every rank),
+                              then a sample-level split over ranks x workers (:func:`split_samples`):
+                              every rank gets the same number of samples, whatever the shard count
     -> open_shards            fetch the index, check its digest against the manifest, then parse;
-                              open the tar through fsspec behind a streaming size + SHA-256 check
-    -> expand_shards          strict tar walk: raw bytes grouped by key, every key in the index,
-                              none missing, none extra, shard digest checked at shard end
+                              copy the whole shard into a spool (memory up to SPOOL_BYTES, then a
+                              temporary file) and check its size + SHA-256 before anything is parsed
+    -> expand_shards          strict tar walk of the verified spool: raw bytes grouped by key, every
+                              key in the index, none missing, none extra; only this worker's samples
     -> restore_samples        member digests -> open payload -> decode PNG -> restore -> pixel digest
 
-Every check raises (``IntegrityError``/``FormatError``); no stage ever falls back to
-the watermarked image. :func:`check_dataset` runs the same checks without a
-licence, for ``tools/verify.py``.
+No sample of a shard is yielded before the whole shard has matched the size and
+SHA-256 the owner signed. Every check raises (``IntegrityError``/``FormatError``);
+no stage ever falls back to the watermarked image. :func:`check_dataset` runs the
+same checks without a licence, for ``tools/verify.py``.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import hashlib
 import io
 import random
+import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, Any
@@ -39,8 +44,12 @@ from .payload import pixel_digest_of_raw, png_header, restore_image, sha256_dige
 from .writer import public_metadata
 
 __all__ = [
+    "SPOOL_BYTES",
+    "MAX_IMAGE_PIXELS",
     "ShardSpec",
     "ShardList",
+    "split_samples",
+    "samples_per_worker",
     "VerifiedStream",
     "open_shards",
     "expand_shards",
@@ -54,6 +63,10 @@ __all__ = [
 ]
 
 _READ_CHUNK = 1 << 20
+SPOOL_BYTES = 128 * 2**20
+"""Shards up to this size are verified in memory; larger ones spill to a temporary file."""
+MAX_IMAGE_PIXELS = 2**26
+"""Largest image (width x height) the reader decodes: a PNG bomb is refused from its header."""
 _TAR_BLOCK = 512
 _ZERO_BLOCK = bytes(_TAR_BLOCK)
 
@@ -74,14 +87,60 @@ def shard_specs(dest: str, manifest: Manifest) -> tuple[ShardSpec, ...]:
     )
 
 
-class ShardList(wds.PipelineStage):
-    """Pipeline source: one ``{"url", "spec"}`` dict per shard.
+def split_samples(
+    counts: Sequence[int], *, rank: int, world_size: int, worker: int = 0, num_workers: int = 1
+) -> list[tuple[int, range]]:
+    """The samples one worker of one rank reads: ``[(shard position, sample ordinals), ...]``.
 
-    With ``shuffle`` the list is permuted by ``random.Random((seed, epoch))``, so
-    every rank and worker computes the same order and the node/worker splits stay
-    disjoint (each sample exactly once per epoch). ``epoch`` advances after each
-    pass in the iterating process; with non-persistent DataLoader workers call
-    :meth:`set_epoch` from the training loop instead.
+    The shards' samples, in the order of ``counts``, form one sequence of ``N``.
+    Each rank takes a contiguous block of ``ceil(N / world_size)`` positions,
+    wrapping around to the start to pad the last ranks (as
+    ``torch.utils.data.DistributedSampler`` pads), so every rank takes the same
+    number of steps whatever the shard count. A rank's block is split the same
+    way over its workers (sizes differ by at most one, identically on every rank).
+    Ordinals count a shard's samples in key order (the order of its index and tar).
+    """
+    total = sum(counts)
+    lo, n = _block(total, rank=rank, world_size=world_size, worker=worker, num_workers=num_workers)
+    starts = [0]
+    for c in counts[:-1]:
+        starts.append(starts[-1] + c)
+    out: list[tuple[int, range]] = []
+    pos = lo
+    while pos < lo + n:
+        q = pos % total
+        i = bisect.bisect_right(starts, q) - 1
+        take = min(lo + n - pos, starts[i] + counts[i] - q)
+        first = q - starts[i]
+        out.append((i, range(first, first + take)))
+        pos += take
+    return out
+
+
+def _block(total: int, *, rank: int, world_size: int, worker: int, num_workers: int) -> tuple[int, int]:
+    if not (0 <= rank < world_size and 0 <= worker < num_workers):
+        raise ValueError(f"rank {rank}/{world_size}, worker {worker}/{num_workers} is out of range")
+    per_rank = -(-total // world_size) if total else 0
+    base, extra = divmod(per_rank, num_workers)
+    return rank * per_rank + worker * base + min(worker, extra), base + (worker < extra)
+
+
+def samples_per_worker(total: int, *, rank: int, world_size: int, worker: int = 0, num_workers: int = 1) -> int:
+    """How many samples :func:`split_samples` gives this worker (the rank's total with one worker)."""
+    return _block(total, rank=rank, world_size=world_size, worker=worker, num_workers=num_workers)[1]
+
+
+class ShardList(wds.PipelineStage):
+    """Pipeline source: this rank's and worker's ``{"url", "spec", "select"}`` segments.
+
+    With ``shuffle`` the shard list is permuted by ``random.Random((seed, epoch))``,
+    so every rank and worker computes the same order; the sample-level split of
+    :func:`split_samples` then gives each rank the same number of samples (each
+    sample once per epoch, plus wrap-around padding when ranks do not divide the
+    total). Rank and worker come from webdataset's ``pytorch_worker_info``
+    (``RANK``/``WORLD_SIZE``, torch.distributed, the DataLoader worker), read when
+    iterated. ``epoch`` advances after each pass in the iterating process; with
+    non-persistent DataLoader workers call :meth:`set_epoch` from the training loop.
     """
 
     def __init__(self, specs: Sequence[ShardSpec], *, shuffle: bool = False, seed: int = 0) -> None:
@@ -93,13 +152,21 @@ class ShardList(wds.PipelineStage):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def __len__(self) -> int:
+        """Samples this rank yields per epoch (this worker's share inside a DataLoader worker)."""
+        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        total = sum(s.info.samples for s in self.specs)
+        return samples_per_worker(total, rank=rank, world_size=world, worker=worker, num_workers=workers)
+
     def run(self) -> Iterator[dict[str, Any]]:
         specs = list(self.specs)
         if self.shuffle:
             random.Random(f"medlocker.shards/{self.seed}/{self.epoch}").shuffle(specs)
         self.epoch += 1
-        for spec in specs:
-            yield {"url": spec.url, "spec": spec}
+        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        counts = [s.info.samples for s in specs]
+        for i, select in split_samples(counts, rank=rank, world_size=world, worker=worker, num_workers=workers):
+            yield {"url": specs[i].url, "spec": specs[i], "select": select}
 
 
 class VerifiedStream:
@@ -147,8 +214,30 @@ class VerifiedStream:
         self.raw.close()
 
 
+def _spool(stream: VerifiedStream, spool_bytes: int) -> IO[bytes]:
+    """Copy a whole shard into memory (up to ``spool_bytes``) or a temporary file, verified.
+
+    Returns the spool rewound to its start, only after the bytes matched the size and
+    SHA-256 of the signed manifest; the caller closes it (a spilled file is deleted then).
+    """
+    spool = tempfile.SpooledTemporaryFile(max_size=spool_bytes)
+    try:
+        while chunk := stream.read(_READ_CHUNK):
+            spool.write(chunk)
+        stream.finish()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool
+
+
 def _open_shards(
-    src: Iterable[dict[str, Any]], *, dataset_id: str, storage_options: dict[str, Any] | None = None
+    src: Iterable[dict[str, Any]],
+    *,
+    dataset_id: str,
+    storage_options: dict[str, Any] | None = None,
+    spool_bytes: int = SPOOL_BYTES,
 ) -> Iterator[dict[str, Any]]:
     for item in src:
         spec: ShardSpec = item["spec"]
@@ -165,19 +254,21 @@ def _open_shards(
         except FileNotFoundError:
             raise IntegrityError(f"{spec.url}: shard listed in the manifest is missing") from None
         stream = VerifiedStream(raw, size=info.size, sha256=info.sha256, name=spec.url)
-        yield {"url": spec.url, "spec": spec, "index": index, "stream": stream}
+        try:
+            spool = _spool(stream, spool_bytes)
+        finally:
+            with contextlib.suppress(Exception):
+                stream.close()
+        yield {"url": spec.url, "spec": spec, "index": index, "spool": spool, "select": item.get("select")}
 
 
 open_shards = wds.pipelinefilter(_open_shards)
 
 
-def _read_exact(stream: VerifiedStream, n: int, url: str) -> bytes:
-    data = stream.read(n)
-    while len(data) < n:  # remote files may return short reads
-        more = stream.read(n - len(data))
-        if not more:
-            raise IntegrityError(f"{url}: shard is truncated")
-        data += more
+def _read_exact(f: IO[bytes], n: int, url: str) -> bytes:
+    data = f.read(n)
+    if len(data) != n:
+        raise IntegrityError(f"{url}: shard is truncated")
     return data
 
 
@@ -188,18 +279,20 @@ def _parse_octal(field: bytes, what: str, url: str) -> int:
     return int(digits, 8)
 
 
-def _tar_members(stream: VerifiedStream, url: str) -> Iterator[tuple[str, str, bytes]]:
-    """``(key, ext, data)`` for every member of a USTAR stream.
+def _tar_members(f: IO[bytes], size: int, url: str) -> Iterator[tuple[str, str, bytes]]:
+    """``(key, ext, data)`` for every member of a USTAR file of ``size`` bytes.
 
     A strict reader for exactly what the writer makes: regular files in plain
     USTAR headers with valid checksums and our member names; no PAX/GNU
     extensions, links, directories or compression. Stricter than ``tarfile``
     (nothing we never write is interpreted) and several times faster, reading
-    each member with one call. It stops at the end-of-archive block; the caller
-    drains the rest through :meth:`VerifiedStream.finish`.
+    each member with one call. It stops at the end-of-archive block. Callers give
+    it a verified spool; it still checks every bound itself (it is fuzzed alone).
     """
+    pos = 0
     while True:
-        header = _read_exact(stream, _TAR_BLOCK, url)
+        header = _read_exact(f, _TAR_BLOCK, url)
+        pos += _TAR_BLOCK
         if header == _ZERO_BLOCK:
             return
         checksum = _parse_octal(header[148:156], "checksum", url)
@@ -211,43 +304,51 @@ def _tar_members(stream: VerifiedStream, url: str) -> Iterator[tuple[str, str, b
         parts = layout.split_member_name(name.decode("ascii", "replace"))
         if parts is None or 0 in name:
             raise IntegrityError(f"{url}: unexpected tar member {name!r}")
-        size = _parse_octal(header[124:136], "size", url)
-        if size > stream.remaining:
+        n = _parse_octal(header[124:136], "size", url)
+        padded = n + (-n % _TAR_BLOCK)
+        if padded > size - pos:
             raise IntegrityError(f"{url}: tar member {name!r} is larger than the signed shard")
-        data = _read_exact(stream, size, url)
-        if size % _TAR_BLOCK:
-            _read_exact(stream, _TAR_BLOCK - size % _TAR_BLOCK, url)
+        data = _read_exact(f, n, url)
+        if padded != n:
+            _read_exact(f, padded - n, url)
+        pos += padded
         yield parts[0], parts[1], data
+
+
+def _samples_of(shard: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every sample of one verified spool, grouped by key and checked against the index."""
+    url, entries, f = shard["url"], shard["index"].entries, shard["spool"]
+    current: dict[str, Any] | None = None
+    seen = 0
+    for key, ext, data in _tar_members(f, shard["spec"].info.size, url):
+        if current is None or key != current["__key__"]:
+            if current is not None:
+                yield _complete(current, url)
+                if key <= current["__key__"]:
+                    raise IntegrityError(f"{url}: sample {key!r} is out of order or repeated")
+            if key not in entries:
+                raise IntegrityError(f"{url}: sample {key!r} is not in the signed index")
+            current = {"__key__": key, "__url__": url, "__entry__": entries[key]}
+            seen += 1
+        if ext in current:
+            raise IntegrityError(f"{url}: sample {key!r} has two {ext!r} members")
+        current[ext] = data
+    if current is not None:
+        yield _complete(current, url)
+    if seen != len(entries):
+        raise IntegrityError(f"{url}: shard lacks {len(entries) - seen} sample(s) listed in its index")
 
 
 def _expand_shards(src: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
     for shard in src:
-        url, index, stream = shard["url"], shard["index"], shard["stream"]
-        entries = index.entries
+        select: range | None = shard.get("select")
         try:
-            current: dict[str, Any] | None = None
-            seen = 0
-            for key, ext, data in _tar_members(stream, url):
-                if current is None or key != current["__key__"]:
-                    if current is not None:
-                        yield _complete(current, url)
-                        if key <= current["__key__"]:
-                            raise IntegrityError(f"{url}: sample {key!r} is out of order or repeated")
-                    if key not in entries:
-                        raise IntegrityError(f"{url}: sample {key!r} is not in the signed index")
-                    current = {"__key__": key, "__url__": url, "__entry__": entries[key]}
-                    seen += 1
-                if ext in current:
-                    raise IntegrityError(f"{url}: sample {key!r} has two {ext!r} members")
-                current[ext] = data
-            if current is not None:
-                yield _complete(current, url)
-            if seen != len(entries):
-                raise IntegrityError(f"{url}: shard lacks {len(entries) - seen} sample(s) listed in its index")
-            stream.finish()
+            # The spool already matched the signed digest: what is walked is what the owner signed.
+            for i, sample in enumerate(_samples_of(shard)):
+                if select is None or i in select:
+                    yield sample
         finally:
-            with contextlib.suppress(Exception):
-                stream.close()
+            shard["spool"].close()
 
 
 def _complete(sample: dict[str, Any], url: str) -> dict[str, Any]:
@@ -270,7 +371,7 @@ def iter_samples(
     """The raw samples of a verified manifest's shards, without a licence.
 
     The same strict walk as the licensed pipeline (index digest, every key in the
-    index, shard size + SHA-256 at each shard's end), and each sample's ``.png``,
+    index, shard size + SHA-256 before any of its samples), and each sample's ``.png``,
     ``.mlseal`` and ``.cls`` bytes are checked against the signed index before
     they are yielded. Yields ``{"__key__", "__url__", "__entry__", ext: bytes}``.
 
@@ -318,6 +419,24 @@ def _metadata(sample: dict[str, Any], entry: IndexEntry, *, dataset_id: str, cla
     return meta
 
 
+def _decode_png(png: bytes, meta: dict[str, Any], where: str) -> Image.Image:
+    """Decode a PNG of the size its signed metadata declares, refusing bombs before decoding."""
+    width, height = meta["width"], meta["height"]
+    if width * height > MAX_IMAGE_PIXELS:
+        raise FormatError(f"{where}: image of {width}x{height} px is larger than the {MAX_IMAGE_PIXELS} px accepted")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(png), formats=("PNG",))
+            if img.size != (width, height):
+                raise FormatError(f"{where}: image is {img.size[0]}x{img.size[1]}, its metadata says {width}x{height}")
+            img.load()
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError,
+            Image.DecompressionBombWarning) as exc:
+        raise FormatError(f"{where}: cannot decode the image: {exc}") from None
+    return img
+
+
 def restore_sample(
     sample: dict[str, Any], entry: IndexEntry, *, content_key: bytes, dataset_id: str, classes: Sequence[str]
 ) -> dict[str, Any]:
@@ -341,11 +460,7 @@ def restore_sample(
     plaintext = open_payload(
         content_key, sample[layout.EXT_SEAL], dataset_id=dataset_id, sample_key=key, watermarked_digest=entry.wm_sha256
     )
-    try:
-        img = Image.open(io.BytesIO(sample[layout.EXT_IMAGE]), formats=("PNG",))
-        img.load()
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise FormatError(f"{_where(sample)}: cannot decode the image: {exc}") from None
+    img = _decode_png(sample[layout.EXT_IMAGE], meta, _where(sample))
     if img.mode != "RGB":
         raise FormatError(f"{_where(sample)}: image mode is {img.mode}, expected RGB")
     restore_image(img, plaintext)
@@ -392,6 +507,7 @@ def check_dataset(
     *,
     storage_options: dict[str, Any] | None = None,
     on_shard: Callable[[ShardInfo], None] | None = None,
+    allow_insecure_test_seed: bool = False,
 ) -> DatasetReport:
     """Verify a dataset without a licence: signature, shards, indexes, public members.
 
@@ -404,10 +520,14 @@ def check_dataset(
         owner: The pinned owner key.
         storage_options: fsspec options for ``dest``.
         on_shard: Called after each shard is checked (progress display).
+        allow_insecure_test_seed: Check a dataset the owner packed with a test seed
+            instead of reporting it as a problem (tests only).
     """
     report = DatasetReport()
     try:
-        manifest = read_manifest(dest, owner, storage_options=storage_options)
+        manifest = read_manifest(
+            dest, owner, storage_options=storage_options, allow_insecure_test_seed=allow_insecure_test_seed
+        )
     except MedLockerError as exc:
         report.problems.append(str(exc))
         return report

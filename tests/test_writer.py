@@ -1,4 +1,4 @@
-"""Shard writer, layout and the public (unlicensed) view of the shards."""
+"""Shard writer (mirror of the reader) and the public (unlicensed) view of the shards."""
 
 from __future__ import annotations
 
@@ -12,39 +12,24 @@ import numpy as np
 import pytest
 import webdataset as wds
 from PIL import Image
+from shardkit import (
+    CLASSES,
+    DATASET_ID,
+    make_dataset,
+    make_record,
+    sample_box,
+    watermark,
+)
 
-from conftest_shards import CLASSES, DATASET_ID, make_dataset, make_record, watermark, sample_box
 from medlocker.crypto import parse_json_strict
-from medlocker.shards import index_name, shard_name, write_shard
 from medlocker.shards import fs as mlfs
-from medlocker.shards import layout
+from medlocker.shards import write_shard
 from medlocker.shards.payload import sha256_digest
 
 
 def _members(path: str) -> list[tarfile.TarInfo]:
     with tarfile.open(path) as tf:
         return tf.getmembers()
-
-
-def test_layout_names() -> None:
-    assert shard_name("shard", 0) == "shard-000000.tar"
-    assert shard_name("train_a-1", 1234567) == "train_a-1-1234567.tar"
-    assert index_name("shard-000003.tar") == "shard-000003.index.json"
-    assert layout.MANIFEST_NAME == "manifest.dsse.json"
-    assert layout.member_name("k1", "mlseal") == "k1.mlseal"
-    assert layout.split_member_name("k1.png") == ("k1", "png")
-    for bad in ("k1.pyd", "k1.png.gz", "__key__.png", "a/b.png", "k1"):
-        assert layout.split_member_name(bad) is None
-    for bad_key in ("", "a.b", "a/b", "_x", "x" * 65, "é"):
-        with pytest.raises(ValueError):
-            layout.validate_key(bad_key)
-    for bad_prefix in ("", "a.b", "a/b"):
-        with pytest.raises(ValueError):
-            shard_name(bad_prefix, 0)
-    with pytest.raises(ValueError):
-        shard_name("shard", -1)
-    with pytest.raises(ValueError):
-        index_name("../shard-000000.tar")
 
 
 def test_write_shard_round_trip(tmp_path: os.PathLike[str]) -> None:
@@ -149,24 +134,58 @@ def test_writer_works_on_any_fsspec_store() -> None:
     assert sha256_digest(data) == ds.shards[0].sha256
 
 
+def public_view(urls: list[str]) -> wds.WebDataset:
+    """The public read path as README.md and FORMAT.md document it: images decoded, nothing else."""
+    return wds.WebDataset(urls, shardshuffle=False).decode("pil", only=["png"])
+
+
 def test_public_view_webdataset_sees_watermarked_only(tmp_path: os.PathLike[str]) -> None:
     ds = make_dataset(str(tmp_path), n=7, per_shard=3)
     urls = [os.path.join(tmp_path, s.name) for s in ds.shards]
     seen = {}
-    for s in wds.WebDataset(urls, shardshuffle=False).decode("pil"):
+    for s in public_view(urls):
         key = s["__key__"]
         rec, original = ds.records[key], ds.originals[key]
         img = np.asarray(s["png"])
         assert isinstance(s["png"], Image.Image)
         assert np.array_equal(img, watermark(original, sample_box(int(key[1:]), *original.shape[:2])))
         assert not np.array_equal(img, original)
-        assert s["cls"] == rec.label
-        assert s["json"]["class"] == CLASSES[rec.label] and set(s["json"]) == {
+        assert int(s["cls"]) == rec.label
+        meta = json.loads(s["json"])
+        assert meta["class"] == CLASSES[rec.label] and set(meta) == {
             "dataset_id", "key", "label", "class", "width", "height"
         }
-        assert isinstance(s["mlseal"], bytes)  # opaque: no decoder unpickles or loads it
+        assert isinstance(s["mlseal"], bytes)  # opaque
         seen[key] = True
     assert sorted(seen) == sorted(ds.records)
+
+
+class _Planted:
+    """What a hostile mirror pickles into a ``.pyd`` member: unpickling it creates a file."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_public_read_path_never_unpickles(tmp_path) -> None:
+    """Issue 17 case 9: webdataset's default decoders unpickle a .pyd member someone added to a mirror."""
+    import pickle
+
+    from shardkit import rewrite_tar
+
+    ds = make_dataset(str(tmp_path / "ds"), n=2, per_shard=2, manifest=False)
+    shard = os.path.join(ds.dest, ds.shards[0].name)
+    marker = tmp_path / "pwned"
+    planted = pickle.dumps(_Planted(str(marker)))
+    rewrite_tar(shard, lambda items: sorted(items + [("s0000.pyd", planted), ("s0001.png.pyd", planted)]))
+    samples = list(public_view([shard]))
+    assert not marker.exists(), "the documented public read path ran a pickle"
+    assert samples[0]["pyd"] == planted and isinstance(samples[0]["png"], Image.Image)
+    list(wds.WebDataset([shard], shardshuffle=False).decode("pil"))  # the old README line
+    assert marker.exists()  # ... did run it: the test's pickle is live
 
 
 def test_public_view_plain_tarfile(tmp_path: os.PathLike[str]) -> None:

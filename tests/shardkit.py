@@ -1,4 +1,4 @@
-"""Tiny protected datasets for the shard/manifest/dataset tests.
+"""Tiny protected datasets for the shard/manifest/dataset tests (a helper module, not fixtures).
 
 Real components end to end: synthetic gradient+noise images, a "watermark" that is
 an opaque square pasted at a known box, restoration payloads sealed with
@@ -158,6 +158,7 @@ def make_dataset(
     dataset_id: str = DATASET_ID,
     content_key: bytes = CONTENT_KEY,
     vary_size: bool = True,
+    insecure_test_seed: bool = False,
 ) -> Protected:
     """Write ``n`` samples in shards of ``per_shard`` (+ manifest) under ``dest``.
 
@@ -186,10 +187,31 @@ def make_dataset(
             logo_sha256=LOGO_SHA256,
             created=CREATED,
             storage_options=storage_options,
+            insecure_test_seed=insecure_test_seed,
         )
     return Protected(
         dest, digest, shards, originals, {r.key: r for r in records}, storage_options, dataset_id, content_key
     )
+
+
+def resign(ds: Protected) -> Protected:
+    """Re-sign the manifest over the shards as they are now on disk.
+
+    Models an owner (or a compromised owner key) signing malformed shards, so that
+    tests reach the checks behind the shard digest.
+    """
+    import dataclasses
+    import os
+
+    shards = []
+    for info in ds.shards:
+        data = open(os.path.join(ds.dest, info.name), "rb").read()
+        shards.append(dataclasses.replace(info, size=len(data), sha256=sha256_digest(data)))
+    digest = write_manifest(
+        ds.dest, OWNER, dataset_id=ds.dataset_id, shards=shards, classes=CLASSES, logo_sha256=LOGO_SHA256,
+        created=CREATED, storage_options=ds.storage_options,
+    )
+    return dataclasses.replace(ds, digest=digest, shards=shards)
 
 
 def rewrite_tar(path: str, edit: Any) -> None:
