@@ -62,7 +62,8 @@ def mark_ssim(image: np.ndarray, own: np.ndarray, plain: np.ndarray, p: Any) -> 
     x0, y0, x1, y1 = p.box
     a = luminance(render_exact(image, own, p)[y0:y1, x0:x1])
     b = luminance(render_exact(image, plain, p)[y0:y1, x0:x1])
-    win = min(7, a.shape[0], a.shape[1]) | 1
+    win = min(7, a.shape[0], a.shape[1])
+    win -= win % 2 == 0  # odd, and no larger than the box
     return float(structural_similarity(a, b, data_range=255.0, win_size=win))
 
 

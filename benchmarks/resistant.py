@@ -37,11 +37,24 @@ from PIL import Image
 from medlocker.cli import view_list
 from medlocker.models import resolve_device
 from medlocker.report.metrics import predict
-from medlocker.report.pipeline import CPU, GPU, QUICK, _evaluation_images, _learned_logo, _seeded, _trained_models, \
-    with_overrides, with_protection
+from medlocker.report.pipeline import (
+    CPU,
+    GPU,
+    QUICK,
+    _evaluation_images,
+    _learned_logo,
+    _seeded,
+    _trained_models,
+    with_overrides,
+    with_protection,
+)
 from medlocker.watermark import ProtectionConfig, default_logo, protect, render_exact
 from medlocker.watermark.config import FLAT_NAMES
-from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask
+from medlocker.watermark.feasible import (
+    feasible_positions,
+    field_of_view,
+    forbidden_mask,
+)
 from medlocker.watermark.logo import logo_size
 
 PRIMARY = "ensemble_learned_colours"

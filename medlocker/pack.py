@@ -36,9 +36,9 @@ from PIL import Image
 
 from .crypto import Identity, commit, seal_payload
 from .data import Record, Source, load_image, load_mask
+from .distributed import Comm
 from .errors import BadInputError
 from .models import Classifier
-from .distributed import Comm
 from .owner import (
     PARAMS_FILE,
     REJECTS_FILE,
@@ -50,8 +50,17 @@ from .owner import (
     png_bytes,
     write_jsonl,
 )
-from .shards import ShardInfo, SampleRecord, pixel_digest, sha256_digest, build_restoration, write_manifest, write_shard
+from .shards import (
+    SampleRecord,
+    ShardInfo,
+    build_restoration,
+    pixel_digest,
+    sha256_digest,
+    write_manifest,
+    write_shard,
+)
 from .shards.fs import is_local, url_to_fs
+from .util import atomic_write
 from .watermark import (
     DEFAULT_PRESET,
     PRESETS,
@@ -64,7 +73,6 @@ from .watermark import (
     render_exact,
 )
 from .watermark.layer import apply_layer
-from .util import atomic_write
 
 __all__ = ["PackConfig", "PackSummary", "pack", "created_time"]
 

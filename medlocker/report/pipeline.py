@@ -47,7 +47,12 @@ from medlocker.report.html import write_report
 from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
-from medlocker.watermark.config import PlacementConfig, ProtectionConfig, TextureConfig, UniversalConfig
+from medlocker.watermark.config import (
+    PlacementConfig,
+    ProtectionConfig,
+    TextureConfig,
+    UniversalConfig,
+)
 
 __all__ = [
     "RunConfig", "Configuration", "configurations", "REPORT_PROTECTION", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES",
@@ -454,7 +459,11 @@ def recalibrate_batchnorm(
     alone (None is returned).
     """
     from medlocker.data import load_image
-    from medlocker.models.train import _stratified_split, evaluate_accuracy, resize_uint8
+    from medlocker.models.train import (
+        _stratified_split,
+        evaluate_accuracy,
+        resize_uint8,
+    )
 
     bns = [m for m in clf.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or all(m.momentum is None or m.momentum >= 0.1 for m in bns):

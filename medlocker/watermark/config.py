@@ -301,7 +301,9 @@ MARK_MAX_CHANGE = 64
 """The presets' bound on the texture (levels per channel around the logo's colours): keeps the
 mark recognisable (see :data:`MARK_SSIM_MIN` and ``benchmarks/protection.py``)."""
 MARK_SSIM_MIN = 0.5
-"""Every preset's mark must keep at least this SSIM of its luminance against the logo's."""
+"""Every preset's mark must keep at least this SSIM of its luminance against the public logo's
+(``tests/test_presets.py``). Measured on synthetic data (``benchmarks/protection.py``): the
+bounded texture's worst mark 0.60 (median 0.79), the unbounded one's 0.19 (median 0.66)."""
 
 _PAPER = ProtectionConfig(placement=PlacementConfig(min_logo_scale=0.01))
 _STANDARD = ProtectionConfig(
