@@ -8,7 +8,10 @@ Layout (one folder per packing run, never inside the published location)::
     logo.png          the exact logo the run stamped (the learned one, if any)
     params.jsonl      per sample: placement, salt and commitment, search outcome
     rejects.jsonl     inputs that could not be protected, with the reason
-    progress/         one JSON per finished shard, for ``--resume``
+    progress/         one JSON per finished shard (``shard-NNNNNN.json``), for ``--resume``
+
+Every name above is built here (:data:`RUN_FILE` ... :func:`progress_name`), so the
+packer, the proof tools and the tests never type a secrets file name by hand.
 
 The plain parameter list in ``params.jsonl`` opens the salted commitments that
 the signed index files publish: it is what proves a leaked image came from this
@@ -40,11 +43,13 @@ from .util import atomic_open, atomic_write, parse_rfc3339, rfc3339
 __all__ = [
     "OwnerSecrets",
     "ParamRecord",
+    "make_secrets_folder",
+    "new_run",
     "param_bytes",
     "png_bytes",
-    "new_run",
-    "write_jsonl",
+    "progress_name",
     "read_jsonl",
+    "write_jsonl",
 ]
 
 FORMAT = "medlocker.owner-secrets"
@@ -54,6 +59,22 @@ LOGO_FILE = "logo.png"
 PARAMS_FILE = "params.jsonl"
 REJECTS_FILE = "rejects.jsonl"
 PROGRESS_DIR = "progress"
+
+
+def progress_name(shard: int) -> str:
+    """File name, inside :data:`PROGRESS_DIR`, of shard ``shard``'s checkpoint."""
+    if not isinstance(shard, int) or isinstance(shard, bool) or shard < 0:
+        raise ValueError(f"shard number must be a non-negative int, got {shard!r}")
+    return f"shard-{shard:06d}.json"
+
+
+def make_secrets_folder(root: str | os.PathLike[str]) -> Path:
+    """Create the secrets folder layout (owner-only folder, :data:`PROGRESS_DIR` inside)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    os.chmod(root, 0o700)
+    (root / PROGRESS_DIR).mkdir(exist_ok=True)
+    return root
 
 
 def _context(dataset_id: str, what: str) -> bytes:
@@ -103,7 +124,7 @@ class ParamRecord:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ParamRecord":
+    def from_dict(cls, d: dict[str, Any]) -> ParamRecord:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in ("logo_png", "layer")})
 
     def layer_sha256(self) -> str | None:
@@ -172,6 +193,18 @@ class OwnerSecrets:
     def progress_dir(self) -> Path:
         return self.root / PROGRESS_DIR
 
+    def progress_file(self, shard: int) -> Path:
+        """Checkpoint of shard ``shard`` (written once the shard is written)."""
+        return self.progress_dir / progress_name(shard)
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / PARAMS_FILE
+
+    @property
+    def rejects_path(self) -> Path:
+        return self.root / REJECTS_FILE
+
     @property
     def logo_path(self) -> Path:
         return self.root / LOGO_FILE
@@ -186,13 +219,13 @@ class OwnerSecrets:
         return sha256_digest(data)
 
     def params(self) -> dict[str, ParamRecord]:
-        path = self.root / PARAMS_FILE
+        path = self.params_path
         if not path.exists():
             raise FormatError(f"{path} is missing: the packing run did not finish (rerun it with --resume)")
         return {r["key"]: ParamRecord.from_dict(r) for r in read_jsonl(path)}
 
     @classmethod
-    def load(cls, root: str | os.PathLike[str], owner: Identity) -> "OwnerSecrets":
+    def load(cls, root: str | os.PathLike[str], owner: Identity) -> OwnerSecrets:
         """Open a secrets folder with the owner's private identity."""
         root = Path(root)
         path = root / RUN_FILE
@@ -241,9 +274,7 @@ def new_run(
             f"{root / RUN_FILE} exists: this secrets folder already holds a run. "
             "Pass --resume to continue it, or choose a new --secrets folder."
         )
-    root.mkdir(parents=True, exist_ok=True)
-    os.chmod(root, 0o700)
-    (root / PROGRESS_DIR).mkdir(exist_ok=True)
+    make_secrets_folder(root)
 
     def draw(what: str, n: int) -> bytes:
         if test_seed is None:

@@ -13,14 +13,17 @@ import pytest
 import torch
 import webdataset as wds
 
-from medlocker.crypto import Identity
-from medlocker.data import open_source, write_synthetic_dataset
 from medlocker.errors import IntegrityError
 from medlocker.models import build_classifier, save_checkpoint
-from medlocker.pack import PackConfig, pack
-from medlocker.report.packed import load_packed, model_names, read_public, surrogates_from_settings
+from medlocker.pack import pack
+from medlocker.report.packed import (
+    load_packed,
+    model_names,
+    read_public,
+    surrogates_from_settings,
+)
 from medlocker.shards import read_manifest
-from medlocker.watermark import SearchConfig, default_logo
+from medlocker.watermark import default_logo
 
 ROOT = Path(__file__).resolve().parents[1]
 N, SIZE = 8, 64
@@ -34,26 +37,19 @@ def _tool():
 
 
 @pytest.fixture(scope="module")
-def packed(tmp_path_factory):
+def packed(pack_world, quick_config):
     """8 synthetic images packed with a fixed-seed smallcnn surrogate; a second (held-out) model."""
-    tmp = tmp_path_factory.mktemp("packed")
-    src = write_synthetic_dataset(tmp / "src", n=N, size=SIZE, seed=5, progress=False)
-    source = open_source(src)
+    w = pack_world("packed", n=N, seed=5)
     with torch.random.fork_rng():
-        torch.manual_seed(0)
-        surrogate = build_classifier("smallcnn", source.classes, input_size=SIZE).eval()
         torch.manual_seed(1)
-        held_out = build_classifier("vit_tiny", source.classes, input_size=SIZE).eval()
-    save_checkpoint(surrogate, tmp / "smallcnn.pt")
-    save_checkpoint(held_out, tmp / "vit.pt")
-    owner = Identity.generate(name="owner")
-    owner.save(tmp / "owner")
-    dest, secrets = tmp / "ds", tmp / "secrets"
-    pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[surrogate], logo=default_logo(),
-         config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.02, lesion_margin=1),
-                           shard_size=3, batch_size=8))
-    return {"tmp": tmp, "src": src, "source": source, "dest": dest, "secrets": secrets, "owner": owner,
-            "surrogate": surrogate}
+        held_out = build_classifier("vit_tiny", w.source.classes, input_size=SIZE).eval()
+    save_checkpoint(w.model, w.tmp / "smallcnn.pt")
+    save_checkpoint(held_out, w.tmp / "vit.pt")
+    dest, secrets = w.tmp / "ds", w.tmp / "secrets"
+    pack(w.source, str(dest), owner=w.owner, secrets=secrets, surrogates=[w.model], logo=default_logo(),
+         config=quick_config(budget=8, shard_size=3, batch_size=8))
+    return {"tmp": w.tmp, "src": w.src, "source": w.source, "dest": dest, "secrets": secrets, "owner": w.owner,
+            "surrogate": w.model}
 
 
 def test_cli_report_on_a_packed_dataset(packed):

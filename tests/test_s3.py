@@ -190,3 +190,39 @@ def test_pack_to_s3_then_read_as_licensee_with_workers_and_as_public(s3: dict[st
                     public[m.name[:-4]] = np.asarray(Image.open(io.BytesIO(tar.extractfile(m).read())).convert("RGB"))
     assert sorted(public) == sorted(originals)
     assert all(not np.array_equal(public[k], originals[k]) for k in originals)
+
+
+def test_pack_refuses_a_used_s3_destination_and_replace_publishes_the_new_dataset_whole(
+    s3: dict[str, Any], tmp_path
+) -> None:
+    """Publishing is exclusive on S3 too; --replace leaves exactly the new manifest's files."""
+    from medlocker.data import open_source, write_synthetic_dataset
+    from medlocker.models import build_classifier
+    from medlocker.pack import DestinationInUseError, PackConfig, pack
+    from medlocker.watermark import SearchConfig, default_logo
+
+    source = open_source(write_synthetic_dataset(tmp_path / "src", n=4, size=64, seed=6, progress=False))
+    model = build_classifier("smallcnn", source.classes, input_size=64, seed=0).eval()
+    config = PackConfig(search=SearchConfig(optimizer="blackbox", budget=4, logo_scale=0.02, lesion_margin=1),
+                        shard_size=2)
+    dest = f"s3://{BUCKET}/datasets/replaced"
+
+    def run(secrets: str, **kw: Any):
+        return pack(source, dest, owner=OWNER, secrets=tmp_path / secrets, surrogates=[model], logo=default_logo(),
+                    storage_options=s3, config=config, **kw)
+
+    def listing() -> list[str]:
+        fs, path = mlfs.url_to_fs(dest, s3)
+        fs.invalidate_cache()
+        return sorted(p.rsplit("/", 1)[-1] for p in fs.ls(path))
+
+    old = run("a")
+    before = listing()
+    with pytest.raises(DestinationInUseError):
+        run("b")
+    assert listing() == before and not (tmp_path / "b").exists()
+    new = run("c", replace=True)
+    manifest = read_manifest(dest, OWNER.public, storage_options=s3)
+    assert manifest.dataset_id == new.dataset_id != old.dataset_id
+    assert listing() == sorted(["manifest.dsse.json", *(s.name for s in manifest.shards),
+                                *(s.index for s in manifest.shards)])

@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--shard-size", type=int, default=256, metavar="N", help="samples per shard (default %(default)s)")
     io.add_argument("--resize", type=int, metavar="PX", help="resize every image to PX x PX first (the licensee gets the resized image)")
     io.add_argument("--resume", action="store_true", help="continue an interrupted run (same --secrets and options)")
+    io.add_argument("--replace", action="store_true",
+                    help="publish over the files at --out: new shards, then the manifest, then removal of every file it does not list")
     io.add_argument("--allow-rejects", action="store_true", help="exit 0 even if some inputs were rejected")
     io.add_argument("--summary", metavar="FILE", help="also write the summary as JSON to FILE")
     add_storage_option(io)
@@ -153,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = pack(
             source, args.out, owner=owner, secrets=args.secrets, surrogates=surrogates, logo=logo,
             config=config, resume=args.resume, storage_options=storage_options(args.storage_option),
-            device=device, test_seed=args.insecure_test_seed, progress=progress, comm=comm,
+            device=device, test_seed=args.insecure_test_seed, progress=progress, comm=comm, replace=args.replace,
         )
         bar.close()
     finally:

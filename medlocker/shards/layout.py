@@ -2,7 +2,7 @@
 
 A dataset folder (local path or fsspec URL) holds::
 
-    <prefix>-000000.tar            webdataset shard
+    <prefix>-000000.tar            webdataset shard (the packer's prefix: dataset_prefix)
     <prefix>-000000.index.json     per-shard index (canonical JSON)
     ...
     manifest.dsse.json             signed manifest, written last
@@ -14,6 +14,7 @@ format has a single source of truth.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "EXT_SEAL",
     "MEMBER_EXTENSIONS",
     "shard_name",
+    "dataset_prefix",
     "index_name",
     "member_name",
     "split_member_name",
@@ -104,6 +106,15 @@ def validate_prefix(prefix: str) -> str:
             f"invalid shard prefix {prefix!r}: use 1-64 characters from [A-Za-z0-9_-]"
         )
     return prefix
+
+
+def dataset_prefix(prefix: str, dataset_id: str) -> str:
+    """Shard prefix of one dataset: ``<prefix>-<8 hex of SHA-256(dataset id)>``.
+
+    Two datasets never share a shard name, so a dataset replaced in place is never
+    mixed with its successor under one name.
+    """
+    return validate_prefix(f"{prefix}-{hashlib.sha256(dataset_id.encode()).hexdigest()[:8]}")
 
 
 def shard_name(prefix: str, i: int) -> str:
