@@ -25,6 +25,7 @@ from medlocker.owner import PROGRESS_DIR, OwnerSecrets
 from medlocker.pack import DestinationInUseError, pack
 from medlocker.pack.publish import local_secrets_path
 from medlocker.shards import read_manifest
+from medlocker.shards.layout import CATALOG_NAMES  # fixed names, rewritten in place like the manifest
 from medlocker.watermark import Placement, default_logo
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +220,8 @@ def _listing(folder: Path) -> list[str]:
 
 def _published_names(folder: Path, owner) -> list[str]:
     m = read_manifest(str(folder), owner.public, allow_insecure_test_seed=True)  # the CLI test packs with a test seed
-    return sorted(["manifest.dsse.json", *(s.name for s in m.shards), *(s.index for s in m.shards)])
+    return sorted(["manifest.dsse.json", *(s.name for s in m.shards), *(s.index for s in m.shards),
+                   *(f.name for f in m.files)])  # the catalog (wids index, dataset card) it pins
 
 
 def test_repacking_into_a_used_destination_fails_before_writing_anything(world, quick_config, tmp_path):
@@ -250,7 +252,7 @@ def test_replace_leaves_exactly_the_new_dataset_and_plain_webdataset_reads_only_
                logo=default_logo(), config=quick_config(budget=4, shard_size=3), replace=True)
     assert new.dataset_id != old.dataset_id
     assert _listing(dest) == _published_names(dest, world["owner"])  # nothing else is left
-    assert not (old_names - {"manifest.dsse.json"}) & set(_listing(dest))  # no old shard name was reused
+    assert not (old_names - {"manifest.dsse.json", *CATALOG_NAMES}) & set(_listing(dest))  # no old shard name was reused
     # a reader that globs the folder, as plain webdataset users do, sees only the new samples
     urls = sorted(str(p) for p in dest.glob("*.tar"))
     seen = [(x["__key__"], json.loads(x["json"])["dataset_id"]) for x in wds.WebDataset(urls, shardshuffle=False)]
@@ -375,7 +377,7 @@ def test_cli_refuses_a_used_destination_and_replaces_with_replace(world, tmp_pat
     assert "--replace" in capsys.readouterr().err and _files(dest) == first
     assert guarded(main, _pack_args(world, dest, tmp_path / "s3", "--replace", "--insecure-test-seed", "8", *paper)) == 0
     assert _listing(dest) == _published_names(dest, world["owner"])
-    assert not set(_listing(dest)) & (set(first) - {"manifest.dsse.json"})
+    assert not set(_listing(dest)) & (set(first) - {"manifest.dsse.json", *CATALOG_NAMES})
     # the same seed again would write the same shard names over the old ones: refused
     assert guarded(main, _pack_args(world, dest, tmp_path / "s4", "--replace", "--insecure-test-seed", "8", *paper)) == 2
     assert "same --insecure-test-seed" in capsys.readouterr().err

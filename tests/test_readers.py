@@ -87,6 +87,18 @@ def test_image_folder_layout(tmp_path):
     assert {r.key: src.classes[r.label] for r in src.records} == {"x": "severe", "y": "severe", "z": "mild", "w": "none"}
 
 
+def test_image_folder_skips_hidden_masks_and_empty_class_folders(tmp_path):
+    """The torchvision walk keeps the reader's rules: no hidden files or folders, no masks/, no empty class."""
+    for name in ("b/x.png", "b/.hidden.png", "a/y.PNG", ".cache/z.png", "empty/readme.txt"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(_rgb(seed=len(name))).save(tmp_path / name, format="PNG")
+    (tmp_path / "masks" / "EX").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "masks" / "EX" / "x.png")
+    src = open_source(tmp_path)
+    assert src.classes == ("a", "b") and src.masks == str(tmp_path / "masks")
+    assert [(r.key, src.classes[r.label], len(r.masks)) for r in src.records] == [("x", "b", 1), ("y", "a", 0)]
+
+
 def test_idrid_masks_with_type_suffix(tmp_path):
     data = tmp_path / "grading"
     (data / "images").mkdir(parents=True)

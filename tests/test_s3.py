@@ -170,6 +170,8 @@ def test_pack_to_s3_then_read_as_licensee_with_workers_and_as_public(s3: dict[st
          storage_options=s3, config=PackConfig(
              search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.02, lesion_margin=1), shard_size=2))
     manifest = read_manifest(dest, OWNER.public, storage_options=s3)
+    assert [f.name for f in manifest.files] == ["README.md", "shardindex.json"]  # the catalog, pinned and checked
+    assert check_dataset(dest, OWNER.public, storage_options=s3).ok
     run = OwnerSecrets.load(tmp_path / "secrets", OWNER)
     lic = issue_license(OWNER, dataset_id=manifest.dataset_id, manifest_digest=manifest.digest,
                         licensee=ALICE.public, content_key=run.content_key, now=NOW,
@@ -225,4 +227,70 @@ def test_pack_refuses_a_used_s3_destination_and_replace_publishes_the_new_datase
     manifest = read_manifest(dest, OWNER.public, storage_options=s3)
     assert manifest.dataset_id == new.dataset_id != old.dataset_id
     assert listing() == sorted(["manifest.dsse.json", *(s.name for s in manifest.shards),
-                                *(s.index for s in manifest.shards)])
+                                *(s.index for s in manifest.shards), *(f.name for f in manifest.files)])
+
+
+# ------------------------------------------------ fsspec instances per process, remote errors in the CLI
+
+_PARENT_FS: Any = None
+
+
+def _child_reads(url: str, options: dict[str, Any]) -> tuple[bool, int]:
+    """In a forked child: is the instance a new one, and does it still read the store?"""
+    fs, _ = mlfs.url_to_fs(url, options)
+    return fs is not _PARENT_FS, len(mlfs.read_bytes(url, options, max_size=1 << 20))
+
+
+def test_filesystem_instances_are_per_process(remote: Protected, s3: dict[str, Any]) -> None:
+    """fsspec's own cache: one instance per process, a fresh one (and event loop) after fork."""
+    import multiprocessing
+
+    global _PARENT_FS
+    url = mlfs.join(remote.dest, "manifest.dsse.json")
+    _PARENT_FS = mlfs.url_to_fs(url, s3)[0]
+    assert mlfs.url_to_fs(remote.dest, s3)[0] is _PARENT_FS
+    size = len(mlfs.read_bytes(url, s3, max_size=1 << 20))  # the parent's loop is running
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply(_child_reads, (url, s3)) == (True, size)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    from medlocker.cli.main import main
+
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_remote_errors_are_one_line(remote: Protected, s3: dict[str, Any], tmp_path, capsys, monkeypatch) -> None:
+    """Unreachable endpoint, no credentials, no bucket: one line naming the URL and the option to set."""
+    import socket
+
+    OWNER.save(tmp_path / "owner")
+    endpoint = s3["client_kwargs"]["endpoint_url"]
+    keys = ["--storage-option", "key=testing", "--storage-option", "secret=testing"]
+    base = ["verify", "dataset", remote.dest, "--owner", str(tmp_path / "owner.pub"), "--quiet", *keys]
+    code, out, _ = _cli(capsys, *base, "--storage-option", f"endpoint_url={endpoint}")
+    assert code == 0 and out.startswith("OK: 4 shards, 8 samples")
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    code, _, err = _cli(capsys, *base, "--storage-option", f"endpoint_url={closed}")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"error: {remote.dest}: cannot connect") and "--storage-option endpoint_url=" in err
+
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no credential lookups off loopback
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    code, _, err = _cli(capsys, *base[:-len(keys)], "--storage-option", f"endpoint_url={endpoint}")
+    assert code == 2 and err.count("\n") == 1 and "credentials" in err and "key=ACCESS_KEY" in err
+
+    missing = f"s3://{BUCKET}-missing/ds"
+    code, _, err = _cli(capsys, "license", "--owner", str(tmp_path / "owner.key"), "--secrets", str(tmp_path),
+                        "--dataset", missing, "--to", str(tmp_path / "owner.pub"), "--expires", "2099-01-01",
+                        "--out", str(tmp_path / "x.license"), *keys, "--storage-option", f"endpoint_url={endpoint}")
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {missing}:") and "bucket" in err

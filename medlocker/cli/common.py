@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,8 +20,8 @@ def add_storage_option(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="fsspec storage option for a remote DEST, repeatable "
-        "(e.g. endpoint_url=http://127.0.0.1:9000, anon=false)",
+        help="fsspec storage option for a remote dataset URL, repeatable: for s3:// endpoint_url=http://HOST:PORT "
+        "(an S3-compatible server), key=... secret=... (credentials), region_name=..., anon=true (public bucket)",
     )
 
 
@@ -33,8 +34,9 @@ def storage_options(pairs: Sequence[str]) -> dict[str, Any] | None:
             raise ValueError(f"--storage-option {pair!r}: expected KEY=VALUE")
         lowered = value.lower()
         out[key] = {"true": True, "false": False}.get(lowered, value)
-    if "endpoint_url" in out:  # s3fs takes it inside client_kwargs
-        out.setdefault("client_kwargs", {})["endpoint_url"] = out.pop("endpoint_url")
+    for key in ("endpoint_url", "region_name"):  # s3fs takes these inside client_kwargs
+        if key in out:
+            out.setdefault("client_kwargs", {})[key] = out.pop(key)
     return out or None
 
 
@@ -54,15 +56,30 @@ def view_list(text: str) -> tuple[str, ...]:
 
 
 def guarded(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a subcommand's ``main``; MedLocker and input errors become one line on stderr, exit 2."""
+    """Run a subcommand's ``main``; input and remote-store errors become one line on stderr, exit 2.
+
+    Remote-store failures (unreachable endpoint, missing credentials, back end not
+    installed) are told apart by :mod:`medlocker.cli.remote`, which names the URL and the
+    ``--storage-option`` to set; anything else unexpected keeps its traceback.
+    """
+    from .remote import describe, urls_in
+
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for name in ("aiobotocore", "botocore", "s3fs", "fsspec"):  # their INFO lines are not ours to show
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         return main(argv)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (MedLockerError, ValueError, FileExistsError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except BrokenPipeError:  # `medlocker ... | head`: stop quietly (Python's documented recipe)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except Exception as e:
+        line = describe(e, urls_in(sys.argv[1:] if argv is None else argv))
+        if line is None and not isinstance(e, (MedLockerError, ValueError, FileExistsError, FileNotFoundError)):
+            raise
+        print(f"error: {line or e}", file=sys.stderr)
         return 2
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+from pathlib import Path
 
 from medlocker.crypto.identity import Identity, passphrase_from_env
 
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         passphrase = _passphrase(args)
         identity = Identity.generate(name=args.name)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         key_path, pub_path = identity.save(args.out, passphrase=passphrase, overwrite=args.force)
     except (OSError, ValueError, EOFError) as exc:
         print(f"keygen: error: {str(exc) or 'no passphrase given'}", file=sys.stderr)

@@ -4,7 +4,7 @@ Examples:
   medlocker pack --demo                      # everything, on synthetic data (a few minutes on CPU)
   medlocker pack --input aptos/ --out s3://bucket/aptos-protected \\
       --owner owner.key --secrets owner-secrets/aptos --model resnet50.pt
-  torchrun --nproc_per_node 8 tools/pack.py ...     # one rank per GPU, one signed manifest
+  torchrun --nproc_per_node 8 -m medlocker pack ...  # one rank per GPU, one signed manifest
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     io.add_argument("--masks", metavar="DIR", help="IDRiD-style lesion masks (masks/<type>/<id>.png); default: SRC/masks if present (an image without a mask file is lesion-free), else Grad-CAM")
     io.add_argument("--out", metavar="DEST", help="published location: a folder or an fsspec URL (s3://bucket/prefix)")
     io.add_argument("--secrets", metavar="DIR", help="local folder for the owner's secrets (never published)")
-    io.add_argument("--owner", metavar="KEY", help="owner identity file NAME.key (tools/keygen.py)")
+    io.add_argument("--owner", metavar="KEY", help="owner identity file NAME.key (medlocker keygen)")
     io.add_argument("--passphrase-env", metavar="VAR", default="MEDLOCKER_PASSPHRASE",
                     help="environment variable holding the owner key's passphrase (default %(default)s)")
     io.add_argument("--shard-size", type=int, default=256, metavar="N", help="samples per shard (default %(default)s)")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_storage_option(io)
     s = p.add_argument_group("protection", "a preset (--protection) and, optionally, its knobs overridden one by one")
     s.add_argument("--model", action="append", default=[], metavar="CKPT",
-                   help="surrogate checkpoint (tools/train.py); repeat for an ensemble")
+                   help="surrogate checkpoint (medlocker train); repeat for an ensemble")
     s.add_argument("--logo", metavar="PNG", help="your logo (RGBA PNG); default: the MedLocker mark")
     s.add_argument("--protection", default=DEFAULT_PRESET, choices=tuple(PRESETS), metavar="NAME",
                    help=f"protection preset: {', '.join(PRESETS)} (default %(default)s). paper: the seed's method "
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         build_parser().error(f"missing {', '.join(missing)} (or use --demo)")
     if not args.model:
-        build_parser().error("no surrogate: pass --model CKPT (train one with tools/train.py)")
+        build_parser().error("no surrogate: pass --model CKPT (train one with medlocker train)")
 
     import os
 

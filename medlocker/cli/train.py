@@ -14,7 +14,6 @@ from typing import Any
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from medlocker.data.readers import open_source
-from medlocker.errors import MedLockerError
 from medlocker.models.checkpoint import save_checkpoint
 from medlocker.models.registry import ARCHITECTURES
 from medlocker.models.train import train_classifier
@@ -47,12 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    try:
-        with logging_redirect_tqdm():  # log lines above the progress bars, not through them
-            clf, history = _train(args)
-    except MedLockerError as exc:
-        log.error("%s", exc)
-        return 1
+    with logging_redirect_tqdm():  # log lines above the progress bars, not through them
+        _, history = _train(args)  # errors: one line from medlocker.cli.common.guarded, exit 2
     val = history["val_accuracy"][-1]
     log.info("saved %s", args.out)
     print(f"final val accuracy: {val:.4f}" if val is not None else "final val accuracy: n/a (no validation split)")

@@ -34,16 +34,17 @@ from pathlib import Path
 from tqdm import tqdm
 
 from medlocker.cli.common import add_storage_option, run_cli, storage_options
+from medlocker.cli.remote import probe
 from medlocker.crypto import PublicIdentity
 from medlocker.shards import check_dataset
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     owner = PublicIdentity.load(args.owner)
+    options = storage_options(args.storage_option)
+    probe(args.dest, options)  # an unreachable store is one error line, not "no manifest"
     with tqdm(desc="verifying shards", unit="shard", disable=args.quiet or None) as bar:
-        report = check_dataset(
-            args.dest, owner, storage_options=storage_options(args.storage_option), on_shard=lambda _: bar.update()
-        )
+        report = check_dataset(args.dest, owner, storage_options=options, on_shard=lambda _: bar.update())
     if report.ok:
         print(f"OK: {report.shards} shards, {report.samples} samples")
         return 0

@@ -247,31 +247,29 @@ class _ImageIndex:
 
 
 def _read_image_folder(root: Path) -> tuple[list[Record], tuple[str, ...]]:
-    class_dirs = sorted(
-        (d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != MASKS_DIR),
-        key=lambda d: d.name,
-    )
-    if not class_dirs:
+    """torchvision's ImageFolder walk, less hidden folders, ``masks/`` and classes without images."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+
+    try:
+        names = [c for c in find_classes(root)[0] if not c.startswith(".") and c != MASKS_DIR]
+    except FileNotFoundError:
+        names = []
+    if not names:
         raise BadInputError(
             f"{root}: no labels CSV and no class folders; use labels.csv with columns image,label "
             "or one sub-folder of images per class"
         )
+    found = make_dataset(root, {c: i for i, c in enumerate(names)}, allow_empty=True, is_valid_file=lambda q: not (
+        os.path.basename(q).startswith(".") or os.path.splitext(q)[1].lower() not in IMAGE_EXTENSIONS))
+    present = sorted({i for _, i in found})  # an empty class folder is not a class
+    label = {i: n for n, i in enumerate(present)}
     records: list[Record] = []
     seen: dict[str, str] = {}
-    classes = []
-    for d in class_dirs:
-        files = sorted(
-            q for q in d.rglob("*") if q.is_file() and q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith(".")
-        )
-        if not files:
-            continue
-        label = len(classes)
-        classes.append(d.name)
-        for q in files:
-            key = sample_key(q.stem)
-            _claim(seen, key, str(q))
-            records.append(Record(key=key, path=str(q), label=label))
-    return records, tuple(classes)
+    for path, i in found:
+        key = sample_key(Path(path).stem)
+        _claim(seen, key, path)
+        records.append(Record(key=key, path=path, label=label[i]))
+    return records, tuple(names[i] for i in present)
 
 
 def _claim(seen: dict[str, str], key: str, path: str) -> None:

@@ -194,8 +194,9 @@ def check_resumed_destination(run: PackRun, *, resume: bool, replace: bool) -> N
     """
     listing = _listing(run.dest, run.storage_options)
     own = _own_names(run)
-    others = {n for n in listing if n not in own and not _is_own_temp(n, own | {layout.MANIFEST_NAME})}
-    if resume and others == {layout.MANIFEST_NAME}:
+    signed = {layout.MANIFEST_NAME, *layout.CATALOG_NAMES}  # written by the signing step, rewritten on resume
+    others = {n for n in listing if n not in own and not _is_own_temp(n, own | signed)}
+    if resume and others and others <= signed:
         # Only this run's shards beside it: the manifest of this run once finished (or one
         # with no dataset left to mix with); signing overwrites it in one atomic write.
         others = set()
@@ -215,7 +216,7 @@ def remove_unlisted(run: PackRun, shards: Sequence[ShardInfo]) -> list[str]:
     Returns:
         The names removed.
     """
-    keep = {layout.MANIFEST_NAME} | {s.name for s in shards} | {s.index for s in shards}
+    keep = {layout.MANIFEST_NAME, *layout.CATALOG_NAMES} | {s.name for s in shards} | {s.index for s in shards}
     fs, path = url_to_fs(run.dest, run.storage_options)
     gone = []
     for name, kind in sorted(_listing(run.dest, run.storage_options).items()):

@@ -10,6 +10,7 @@ import json
 
 from ..owner import write_jsonl
 from ..shards import ShardInfo, write_manifest
+from ..shards.catalog import write_catalog
 from .run import PackRun
 
 __all__ = ["sign_dataset"]
@@ -37,6 +38,9 @@ def sign_dataset(run: PackRun) -> list[ShardInfo]:
     write_jsonl(run.secrets.rejects_path, rejects)
     run.summary.add_totals(params, rejects)
     run.summary.shards = len(infos)
+    files = write_catalog(run.dest, dataset_id=run.secrets.dataset_id, owner_key_id=run.owner.key_id,
+                          classes=run.source.classes, shards=infos, created=run.secrets.created,
+                          storage_options=run.storage_options)  # the wids index and the dataset card
     run.summary.manifest_digest = write_manifest(
         run.dest,
         run.owner,
@@ -45,6 +49,7 @@ def sign_dataset(run: PackRun) -> list[ShardInfo]:
         classes=run.source.classes,
         logo_sha256=run.logo_sha256,
         created=run.secrets.created,
+        files=files,
         storage_options=run.storage_options,
         insecure_test_seed=bool(run.secrets.info.get("insecure_test_seed")),
     )

@@ -1,14 +1,14 @@
 """fsspec helpers: open local paths and remote URLs (s3://, gs://, ...) the same way.
 
-File systems are created lazily and cached *per process* (the cache key includes
-the pid): s3fs holds an event loop and connection pool that do not survive
+File systems come from fsspec's own instance cache, which is per process: its cache
+token includes the pid and fsspec clears the cache (and resets its event loop) in a
+forked child. s3fs holds an event loop and connection pool that do not survive
 ``fork``, so every DataLoader worker builds its own instance on first use.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import posixpath
 from collections.abc import Iterable, Iterator
@@ -21,17 +21,7 @@ from fsspec.implementations.local import LocalFileSystem
 from ..errors import FormatError
 from ..util import atomic_open
 
-__all__ = ["url_to_fs", "join", "is_local", "read_bytes", "open_read", "open_streams", "atomic_write", "exists"]
-
-_FS_CACHE: dict[tuple[int, str, str], fsspec.AbstractFileSystem] = {}
-
-
-def _protocol_key(url: str) -> str:
-    return url.split("://", 1)[0] if "://" in url else "file"
-
-
-def _options_token(storage_options: dict[str, Any] | None) -> str:
-    return json.dumps(storage_options or {}, sort_keys=True, default=repr)
+__all__ = ["atomic_write", "exists", "is_local", "join", "open_read", "open_streams", "read_bytes", "url_to_fs"]
 
 
 def url_to_fs(url: str | os.PathLike[str], storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -42,16 +32,7 @@ def url_to_fs(url: str | os.PathLike[str], storage_options: dict[str, Any] | Non
         storage_options: Passed to the filesystem constructor, e.g.
             ``{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}`` for s3fs.
     """
-    url = os.fspath(url)
-    key = (os.getpid(), _protocol_key(url), _options_token(storage_options))
-    fs = _FS_CACHE.get(key)
-    if fs is None:
-        # skip_instance_cache: fsspec's own cache would hand a forked child its
-        # parent's instance; ours is keyed by pid instead.
-        fs, path = fsspec.core.url_to_fs(url, skip_instance_cache=True, **(storage_options or {}))
-        _FS_CACHE[key] = fs
-        return fs, path
-    return fs, fs._strip_protocol(url)
+    return fsspec.core.url_to_fs(os.fspath(url), **(storage_options or {}))
 
 
 def join(base: str | os.PathLike[str], *names: str) -> str:

@@ -5,6 +5,8 @@ A dataset folder (local path or fsspec URL) holds::
     <prefix>-000000.tar            webdataset shard (the packer's prefix: dataset_prefix)
     <prefix>-000000.index.json     per-shard index (canonical JSON)
     ...
+    shardindex.json                wids shard index (catalog.py), pinned by the manifest
+    README.md                      dataset card for Hugging Face datasets (catalog.py), pinned too
     manifest.dsse.json             signed manifest, written last
 
 Inside a shard every sample ``<key>`` has exactly the members listed in
@@ -22,6 +24,9 @@ from ..errors import FormatError
 
 __all__ = [
     "MANIFEST_NAME",
+    "WIDS_INDEX_NAME",
+    "CARD_NAME",
+    "CATALOG_NAMES",
     "MANIFEST_PAYLOAD_TYPE",
     "MANIFEST_FORMAT",
     "INDEX_FORMAT",
@@ -46,6 +51,9 @@ __all__ = [
 ]
 
 MANIFEST_NAME = "manifest.dsse.json"
+WIDS_INDEX_NAME = "shardindex.json"  # the name `widsindex create` writes
+CARD_NAME = "README.md"  # the dataset card Hugging Face `datasets` reads
+CATALOG_NAMES = (WIDS_INDEX_NAME, CARD_NAME)  # written by shards/catalog.py, pinned by the manifest's files
 MANIFEST_PAYLOAD_TYPE = "application/vnd.medlocker.manifest+json"
 MANIFEST_FORMAT = "medlocker.manifest"
 INDEX_FORMAT = "medlocker.index"

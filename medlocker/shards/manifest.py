@@ -8,7 +8,10 @@
      "classes": ["grade0", ...], "logo_sha256": "sha256:...",
      "insecure_test_seed": false,
      "shards": [{"name", "size", "sha256", "samples", "index", "index_sha256"}, ...],
-     "extra": {...}}
+     "extra": {...}, "files": [{"name", "size", "sha256"}, ...]}
+
+``files`` (optional, absent when empty) pins the other files published beside the
+shards: the wids shard index and the dataset card (:mod:`medlocker.shards.catalog`).
 
 ``insecure_test_seed`` is signed: a dataset whose keys derive from a test seed
 says so, and every reader refuses it (:class:`InsecureDatasetError`) unless the
@@ -37,6 +40,7 @@ from .payload import is_sha256_digest, sha256_digest
 
 __all__ = [
     "ShardInfo",
+    "FileInfo",
     "Manifest",
     "build_manifest_payload",
     "parse_manifest",
@@ -50,6 +54,7 @@ _FIELDS = {
     "format", "version", "dataset_id", "owner_key_id", "created", "classes", "logo_sha256", "insecure_test_seed",
     "shards", "extra",
 }
+_OPTIONAL = {"files"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,33 @@ class ShardInfo:
 
 
 @dataclass(frozen=True)
+class FileInfo:
+    """What the manifest pins about one other published file (catalog files)."""
+
+    name: str
+    size: int
+    sha256: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FileInfo:
+        """Build from a dict; ``FormatError`` if a field is missing, extra or malformed."""
+        if not isinstance(d, Mapping) or set(d) != set(cls.__dataclass_fields__):
+            raise FormatError(f"file entry needs exactly the fields {sorted(cls.__dataclass_fields__)}")
+        info = cls(**d)
+        if (not isinstance(info.name, str) or not info.name or "/" in info.name or info.name in (".", "..")
+                or layout.is_shard_name(info.name) or info.name == layout.MANIFEST_NAME):
+            raise FormatError(f"file entry has an invalid name {info.name!r}")
+        if not isinstance(info.size, int) or isinstance(info.size, bool) or info.size < 0:
+            raise FormatError(f"file {info.name}: size must be a non-negative int")
+        if not is_sha256_digest(info.sha256):
+            raise FormatError(f"file {info.name}: malformed sha256")
+        return info
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A verified manifest. ``digest`` is what licences bind to."""
 
@@ -96,6 +128,7 @@ class Manifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     digest: str = ""  # "sha256:" + hex of the envelope file bytes
     insecure_test_seed: bool = False  # keys derive from a test seed: anyone can decrypt
+    files: tuple[FileInfo, ...] = ()
 
     @property
     def num_samples(self) -> int:
@@ -112,6 +145,7 @@ def build_manifest_payload(
     created: datetime,
     extra: Mapping[str, Any] | None = None,
     insecure_test_seed: bool = False,
+    files: Sequence[FileInfo] = (),
 ) -> bytes:
     """Canonical JSON bytes of the manifest payload (what gets signed)."""
     if not isinstance(insecure_test_seed, bool):
@@ -142,6 +176,15 @@ def build_manifest_payload(
         "shards": [s.to_dict() for s in sorted(shards, key=lambda s: s.name)],
         "extra": dict(extra or {}),
     }
+    if files:
+        for f in files:
+            try:
+                FileInfo.from_dict(f.to_dict())
+            except FormatError as exc:
+                raise ValueError(str(exc)) from None
+        if len({f.name for f in files}) != len(files):
+            raise ValueError("file names repeat")
+        doc["files"] = [f.to_dict() for f in sorted(files, key=lambda f: f.name)]
     return canonical_json(doc)
 
 
@@ -166,8 +209,8 @@ def parse_manifest(
     except ValueError as exc:
         raise FormatError(f"{source}: payload is not valid JSON: {exc}") from None
     layout.check_format_header(doc, fmt=layout.MANIFEST_FORMAT, version=layout.MANIFEST_VERSION, where=source)
-    if set(doc) != _FIELDS:
-        raise FormatError(f"{source}: manifest needs exactly the fields {sorted(_FIELDS)}")
+    if not _FIELDS <= set(doc) <= _FIELDS | _OPTIONAL:
+        raise FormatError(f"{source}: manifest needs the fields {sorted(_FIELDS)} (optionally {sorted(_OPTIONAL)})")
     if doc["owner_key_id"] != owner.key_id:
         raise FormatError(f"{source}: names owner key {doc['owner_key_id']!r}, signed by {owner.key_id!r}")
     dataset_id, classes, created = doc["dataset_id"], doc["classes"], doc["created"]
@@ -193,6 +236,11 @@ def parse_manifest(
     shards = tuple(ShardInfo.from_dict(s) for s in doc["shards"])
     if len({s.name for s in shards}) != len(shards):
         raise FormatError(f"{source}: shard names repeat")
+    if not isinstance(doc.get("files", []), list):
+        raise FormatError(f"{source}: files must be a list")
+    files = tuple(FileInfo.from_dict(f) for f in doc.get("files", []))
+    if len({f.name for f in files}) != len(files):
+        raise FormatError(f"{source}: file names repeat")
     return Manifest(
         dataset_id=dataset_id,
         owner_key_id=doc["owner_key_id"],
@@ -203,6 +251,7 @@ def parse_manifest(
         extra=doc["extra"],
         digest=sha256_digest(envelope),
         insecure_test_seed=doc["insecure_test_seed"],
+        files=files,
     )
 
 
@@ -221,6 +270,7 @@ def write_manifest(
     logo_sha256: str,
     created: datetime,
     extra: Mapping[str, Any] | None = None,
+    files: Sequence[FileInfo] = (),
     storage_options: dict[str, Any] | None = None,
     insecure_test_seed: bool = False,
 ) -> str:
@@ -242,6 +292,7 @@ def write_manifest(
         created=created,
         extra=extra,
         insecure_test_seed=insecure_test_seed,
+        files=files,
     )
     envelope = sign_envelope(owner, layout.MANIFEST_PAYLOAD_TYPE, payload)
     with _fs.atomic_write(manifest_url(dest), storage_options) as f:

@@ -38,6 +38,7 @@ from ..crypto import PublicIdentity, canonical_json, open_payload
 from ..errors import FormatError, IntegrityError, MedLockerError
 from . import fs as _fs
 from . import layout
+from .catalog import check_catalog
 from .index import MAX_INDEX_BYTES, IndexEntry, parse_index
 from .manifest import Manifest, ShardInfo, read_manifest
 from .payload import pixel_digest_of_raw, png_header, restore_image, sha256_digest
@@ -509,7 +510,7 @@ def check_dataset(
     on_shard: Callable[[ShardInfo], None] | None = None,
     allow_insecure_test_seed: bool = False,
 ) -> DatasetReport:
-    """Verify a dataset without a licence: signature, shards, indexes, public members.
+    """Verify a dataset without a licence: signature, shards, indexes, public members, catalog files.
 
     Checks the manifest signature, every shard's size and SHA-256, every index
     digest, and every sample's PNG, payload, label and metadata bytes against the
@@ -546,4 +547,5 @@ def check_dataset(
             report.problems.append(f"{spec.url}: cannot read: {exc}")
         if on_shard is not None:
             on_shard(spec.info)
+    report.problems += check_catalog(dest, manifest, storage_options)  # the wids index and the dataset card
     return report
