@@ -63,7 +63,13 @@ from torch.overrides import TorchFunctionMode
 
 from medlocker.data import generate_fundus
 from medlocker.models import build_classifier, load_checkpoint, save_checkpoint
-from medlocker.watermark import PlacementConfig, ProtectionConfig, boxes_from_masks, default_logo, protect
+from medlocker.watermark import (
+    PlacementConfig,
+    ProtectionConfig,
+    boxes_from_masks,
+    default_logo,
+    protect,
+)
 from medlocker.watermark.optim import OPTIMIZERS, frozen
 
 log = logging.getLogger("bench.attack")

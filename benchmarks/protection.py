@@ -20,6 +20,7 @@ Every number is on synthetic data. Example (about 10 minutes on 2 shared cores):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import platform
@@ -47,6 +48,7 @@ from medlocker.watermark import (
     resize_logo,
 )
 from medlocker.watermark.config import MARK_SSIM_MIN
+from medlocker.watermark.layer import apply_layer
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -60,7 +62,8 @@ def mark_ssim(image: np.ndarray, own: np.ndarray, plain: np.ndarray, p: Any) -> 
     x0, y0, x1, y1 = p.box
     a = luminance(render_exact(image, own, p)[y0:y1, x0:x1])
     b = luminance(render_exact(image, plain, p)[y0:y1, x0:x1])
-    win = min(7, a.shape[0], a.shape[1]) | 1
+    win = min(7, a.shape[0], a.shape[1])
+    win -= win % 2 == 0  # odd, and no larger than the box
     return float(structural_similarity(a, b, data_range=255.0, win_size=win))
 
 
@@ -143,11 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"unknown variant {variant!r} (known: unbounded)")
         logo = default_logo()
         t = time.perf_counter()
-        if cfg.universal.learned:
+        cached = Path(args.cache) / f"logo-{hashlib.sha256(repr((cfg.universal, cfg.placement)).encode()).hexdigest()[:16]}.npy"
+        if cfg.universal.learned and cached.exists():
+            logo = np.load(cached)
+        elif cfg.universal.learned:
             tr_boxes = [[tuple(int(v) for v in b) for b in boxes_from_masks(list(s.masks.values()), min_area=1)]
                         for s in train]
             logo = learn_logo(np.stack([s.image for s in train]), [s.label for s in train], tr_boxes, surrogates,
                               logo=logo, config=cfg, device=device, generator=torch.Generator().manual_seed(args.seed))
+            np.save(cached, logo)
         learn_s = time.perf_counter() - t
         t = time.perf_counter()
         res = protect(images, labels.tolist(), boxes, surrogates, logo=logo, config=cfg, device=device,
@@ -161,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             plain = resize_logo(logo, r.placement.w, r.placement.h) if logo.shape[:2] != (r.placement.h, r.placement.w) \
                 else logo
             own = plain if r.logo is None else r.logo
-            stored = render_exact(img, own, r.placement)
+            stored = render_exact(img if r.layer is None else apply_layer(img, r.layer), own, r.placement)
             out.append(stored)
             ssim.append(mark_ssim(img, own, default_logo_at(r.placement), r.placement))
             psnr.append(psnr_outside(img, stored, r.placement.box))
@@ -184,7 +191,9 @@ def main(argv: list[str] | None = None) -> int:
             "held_out_acc_oracle_inpaint": float(np.mean([acc["oracle_inpaint"][a] for a in held])),
             "accuracy": acc,
             "mark_luminance_ssim_vs_logo": {"median": float(np.median(ssim)), "min": float(np.min(ssim))},
-            "psnr_outside_box_db": "inf" if all(math.isinf(v) for v in psnr) else float(np.mean(psnr)),
+            "psnr_outside_box_db": "inf" if all(math.isinf(v) for v in psnr) else
+            {"mean": float(np.mean([v for v in psnr if math.isfinite(v)])), "min": float(np.min(psnr))},
+            "with_layer": sum(r.layer is not None for r in res),
             "lesion_pixels_changed": lesion,
             "median_queries": float(np.median(q)), "max_queries_config": cfg.queries(len(surrogates)),
             "search_images_per_s_cpu": round(len(images) / wall, 3), "learn_logo_s": round(learn_s, 1),

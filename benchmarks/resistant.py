@@ -41,7 +41,11 @@ from medlocker.report.pipeline import CPU, GPU, QUICK, evaluation_images, learne
     with_overrides, with_protection
 from medlocker.watermark import ProtectionConfig, default_logo, protect, render_exact
 from medlocker.watermark.config import FLAT_NAMES
-from medlocker.watermark.feasible import feasible_positions, field_of_view, forbidden_mask
+from medlocker.watermark.feasible import (
+    feasible_positions,
+    field_of_view,
+    forbidden_mask,
+)
 from medlocker.watermark.logo import logo_size
 
 PRIMARY = "ensemble_learned_colours"

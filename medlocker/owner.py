@@ -81,11 +81,14 @@ def _context(dataset_id: str, what: str) -> bytes:
     return f"medlocker.owner.v1/{what}/{dataset_id}".encode()
 
 
-def param_bytes(*, dataset_id: str, key: str, placement: dict[str, int], logo_sha256: str) -> bytes:
-    """The exact bytes a sample's salted commitment is computed over."""
-    return canonical_json(
-        {"dataset_id": dataset_id, "key": key, "logo_sha256": logo_sha256, "placement": placement}
-    )
+def param_bytes(*, dataset_id: str, key: str, placement: dict[str, int], logo_sha256: str,
+                layer_sha256: str | None = None) -> bytes:
+    """The exact bytes a sample's salted commitment is computed over (``layer_sha256``: the digest of
+    the sample's adversarial layer, ``Layer.to_bytes``; absent from the bytes when it has none)."""
+    doc = {"dataset_id": dataset_id, "key": key, "logo_sha256": logo_sha256, "placement": placement}
+    if layer_sha256 is not None:
+        doc["layer_sha256"] = layer_sha256
+    return canonical_json(doc)
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
@@ -111,16 +114,22 @@ class ParamRecord:
     status: str
     clean_correct: bool
     logo_png: str | None = None  # base64 PNG of this sample's own logo (per-image colours); None: the run's logo
+    layer: str | None = None  # base64 of this sample's adversarial layer (Layer.to_bytes); None: no layer
 
     def to_dict(self) -> dict[str, Any]:
         d = dict(self.__dict__)
-        if d["logo_png"] is None:  # runs without per-image colours keep the original record layout
-            del d["logo_png"]
+        for optional in ("logo_png", "layer"):  # runs without them keep the original record layout
+            if d[optional] is None:
+                del d[optional]
         return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ParamRecord:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k != "logo_png"})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d or k not in ("logo_png", "layer")})
+
+    def layer_sha256(self) -> str | None:
+        """The digest of this sample's layer bytes, which its commitment binds; None without a layer."""
+        return None if self.layer is None else sha256_digest(base64.b64decode(self.layer))
 
     def logo(self) -> np.ndarray | None:
         """This sample's own RGBA logo, or None when it carries the run's logo."""

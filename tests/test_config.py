@@ -80,3 +80,16 @@ def test_pack_config_holds_a_protection_and_keeps_the_old_keyword() -> None:
     assert replace(PackConfig(protection=paper), shard_size=4).protection is paper
     with pytest.raises(TypeError):
         PackConfig(protection={"budget": 3})  # type: ignore[arg-type]
+
+
+def test_the_layer_is_paid_per_texture_step_and_needs_the_texture() -> None:
+    from medlocker.watermark import LayerConfig
+
+    standard = protection_preset("standard")
+    assert standard.layer.on and standard.texture.max_change is not None
+    # per step: identity view + the filled-box view, each surrogate; + one check per surrogate
+    assert standard.queries(2) == 40 + (38 + 1) * 2 + 38 * 2 == 194
+    with pytest.raises(ValueError, match="texture"):
+        ProtectionConfig(layer=LayerConfig(amplitude=3))
+    with pytest.raises(ValueError, match="amplitude"):
+        LayerConfig(amplitude=200)

@@ -238,56 +238,6 @@ def test_unknown_optimizer_lists_the_valid_names() -> None:
         PlacementConfig(optimizer="pgd")
 
 
-def test_eot_views_are_differentiable_and_faithful() -> None:
-    from medlocker.watermark.transforms import get_view
-
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, 20, 24, generator=g)
-    for name in ("identity", "resize0.5", "blur", "median3", "crop", "jpeg75"):
-        xr = x.clone().requires_grad_(True)
-        out = get_view(name)(xr)
-        assert out.shape == x.shape, name
-        out.sum().backward()
-        assert xr.grad is not None and xr.grad.abs().sum() > 0, name
-    # median3 equals a plain reference at an interior pixel
-    med = get_view("median3")(x)
-    assert torch.equal(med[0, 1, 5, 7], x[0, 1, 4:7, 6:9].flatten().median())
-    # jpeg: real codec forward (lossy, bounded error), straight-through backward
-    xr = x.clone().requires_grad_(True)
-    y = get_view("jpeg75")(xr)
-    assert 0 < (y - x).abs().mean() < 0.2 and torch.all((y * 255 - torch.round(y * 255)).abs() < 1e-4)
-    (y * 3).sum().backward()
-    assert torch.allclose(xr.grad, torch.full_like(x, 3.0))
-    # resize / blur keep a constant image constant
-    c = torch.full((1, 3, 16, 16), 0.25)
-    for name in ("resize0.5", "blur", "crop"):
-        assert torch.allclose(get_view(name)(c), c, atol=1e-6), name
-    with pytest.raises(ValueError, match="valid"):
-        get_view("jpeg101")
-
-
-def test_padded_forwards_give_the_same_values_and_gradients() -> None:
-    # On CUDA every forward is padded to a bucketed row count (few cuDNN plans); the
-    # padded rows must not change any value or gradient of the real rows.
-    from medlocker.watermark.objective import bucket_rows
-
-    assert [bucket_rows(n, 256) for n in (1, 3, 9, 17, 25, 33, 100, 200, 256)] == [1, 4, 16, 24, 32, 48, 128, 256, 256]
-    assert bucket_rows(300, 300) == 300 and bucket_rows(130, 150) == 150
-    models = [toy_model(0), toy_model(1)]
-    images, labels = toy_images(7, seed=5)
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
-    y = torch.tensor(labels)
-    plain = Objective(models, ("blur",), batch_size=4, pad_rows=False)
-    padded = Objective(models, ("blur",), batch_size=4, pad_rows=True)
-    for a, b in [(plain.evaluate(x, y), padded.evaluate(x, y))]:
-        assert torch.allclose(a.loss, b.loss, atol=1e-5) and torch.equal(a.fooled, b.fooled)
-    assert torch.allclose(plain.check(x[:3], y[:3]), padded.check(x[:3], y[:3]), atol=1e-5)
-    (ea, ga), (eb, gb) = plain.gradient(x, y), padded.gradient(x, y)
-    assert ga.shape == gb.shape == x.shape
-    assert torch.allclose(ea.loss, eb.loss, atol=1e-5) and torch.allclose(ga, gb, atol=1e-6)
-    padded.prime((3, 48, 48), "cpu")  # no-op off CUDA
-
-
 def test_gradient_search_gives_up_after_patience_queries_without_improvement() -> None:
     model = flat_grey_classifier(NeverFooled())  # its loss never changes: nothing can improve
     images, labels = toy_images(3, seed=6)

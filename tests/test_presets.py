@@ -3,12 +3,14 @@ every parameter that shapes a sample committed, and the mark still the owner's l
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
 import torch
 import webdataset as wds
+from skimage.metrics import structural_similarity
 
 from medlocker.crypto import Identity, check_commitment, issue_license
 from medlocker.data import generate_fundus, open_source, write_synthetic_dataset
@@ -17,8 +19,15 @@ from medlocker.models import build_classifier
 from medlocker.owner import OwnerSecrets, param_bytes
 from medlocker.pack import PackConfig, pack
 from medlocker.shards import read_manifest
-from medlocker.watermark import PRESETS, Placement, render_exact, resize_logo
-from medlocker.watermark.config import MARK_MAX_CHANGE
+from medlocker.watermark import (
+    PRESETS,
+    Placement,
+    default_logo,
+    render_exact,
+    resize_logo,
+)
+from medlocker.watermark.config import MARK_MAX_CHANGE, MARK_SSIM_MIN
+from medlocker.watermark.layer import Layer, apply_layer
 
 N, SIZE, SEED = 4, 48, 23
 
@@ -34,7 +43,7 @@ def packed(request, tmp_path_factory):
     owner = Identity.generate(name="owner")
     dest, secrets = tmp / "ds", tmp / "secrets"
     protection = PRESETS[name]
-    pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=_logo(),
+    pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=default_logo(),
          config=PackConfig(protection=protection, shard_size=2, batch_size=4))
     manifest = read_manifest(str(dest), owner.public)
     published = {x["__key__"]: np.asarray(x["png"].convert("RGB")) for x in
@@ -42,12 +51,6 @@ def packed(request, tmp_path_factory):
     samples = {f"synth_{i:06d}": generate_fundus(SEED, i, SIZE) for i in range(N)}
     return {"name": name, "protection": protection, "dest": str(dest), "owner": owner, "manifest": manifest,
             "run": OwnerSecrets.load(secrets, owner), "published": published, "samples": samples}
-
-
-def _logo() -> np.ndarray:
-    from medlocker.watermark import default_logo
-
-    return default_logo()
 
 
 def test_no_lesion_pixel_changes_and_the_stored_bytes_are_the_committed_parameters(packed):
@@ -59,17 +62,43 @@ def test_no_lesion_pixel_changes_and_the_stored_bytes_are_the_committed_paramete
         logo = rec.logo() if rec.logo() is not None else resize_logo(run.load_logo(), p.w, p.h)
         sample = packed["samples"][key]
         published = packed["published"][key]
+        layer = None if rec.layer is None else Layer.from_bytes(base64.b64decode(rec.layer))[0]
+        base = sample.image if layer is None else apply_layer(sample.image, layer)
         # the published pixels are exactly the committed parameters applied to the original
-        assert np.array_equal(published, render_exact(sample.image, logo, p))
+        assert np.array_equal(published, render_exact(base, logo, p))
+        outside = np.ones(published.shape[:2], bool)
+        outside[p.y:p.y + p.h, p.x:p.x + p.w] = False
+        mse = ((published[outside].astype(float) - sample.image[outside]) ** 2).mean()
+        assert mse == 0 or 10 * np.log10(255 ** 2 / mse) >= 40.0  # PSNR outside the logo box
         changed = (published != sample.image).any(2)
         for mask in sample.masks.values():
             assert not changed[mask > 0].any(), f"{packed['name']}: a lesion pixel of {key} changed"
         data = param_bytes(dataset_id=run.dataset_id, key=key, placement=rec.placement,
-                           logo_sha256=rec.logo_sha256(manifest.logo_sha256))
+                           logo_sha256=rec.logo_sha256(manifest.logo_sha256), layer_sha256=rec.layer_sha256())
         assert check_commitment(rec.commitment, data, bytes.fromhex(rec.salt))
+        if layer is not None:  # the layer is committed: without its digest the commitment does not open
+            assert packed["protection"].layer.on
+            assert not check_commitment(rec.commitment, param_bytes(
+                dataset_id=run.dataset_id, key=key, placement=rec.placement,
+                logo_sha256=rec.logo_sha256(manifest.logo_sha256)), bytes.fromhex(rec.salt))
+        # the mark is still the owner's logo: SSIM of its luminance vs the public logo's at this box
+        public = resize_logo(default_logo(), p.w, p.h)
+        lum = np.array([0.299, 0.587, 0.114])
+        a = (render_exact(base, logo, p)[p.y:p.y + p.h, p.x:p.x + p.w] @ lum)
+        b = (render_exact(base, public, p)[p.y:p.y + p.h, p.x:p.x + p.w] @ lum)
+        win = min(7, p.w, p.h)
+        win -= win % 2 == 0  # odd, and no larger than the box
+        if win >= 3:
+            assert structural_similarity(a, b, data_range=255.0, win_size=win) >= MARK_SSIM_MIN
         if packed["protection"].texture.max_change is not None and rec.logo() is not None:
-            base = resize_logo(run.load_logo(), p.w, p.h).astype(int)
-            assert np.abs(rec.logo()[..., :3].astype(int) - base[..., :3]).max() <= MARK_MAX_CHANGE
+            run_logo = resize_logo(run.load_logo(), p.w, p.h).astype(int)
+            assert np.abs(rec.logo()[..., :3].astype(int) - run_logo[..., :3]).max() <= MARK_MAX_CHANGE
+
+
+def test_layered_presets_change_pixels_outside_the_box(packed):
+    if not packed["protection"].layer.on:
+        pytest.skip("no layer in this preset")
+    assert any(rec.layer is not None for rec in packed["run"].params().values())
 
 
 def test_the_licensee_restores_every_sample_exactly(packed):
@@ -82,3 +111,13 @@ def test_the_licensee_restores_every_sample_exactly(packed):
             LicensedDataset(packed["dest"], license=lic, identity=alice, owner=owner.public)}
     assert sorted(seen) == sorted(packed["samples"])
     assert all(np.array_equal(seen[k], packed["samples"][k].image) for k in seen)
+
+
+def test_a_leaked_sample_is_proved_with_every_committed_parameter(packed):
+    from medlocker.proof import check_proof, prove
+
+    key = sorted(packed["published"])[0]
+    suspect = packed["published"][key]
+    proof = prove(suspect, secrets=packed["run"], dest=packed["dest"], owner=packed["owner"].public, key=key)
+    check = check_proof(proof.to_bytes(), dest=packed["dest"], owner=packed["owner"].public, suspect=suspect)
+    assert check.ok and check.commitment_opens

@@ -55,8 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--logo", metavar="PNG", help="your logo (RGBA PNG); default: the MedLocker mark")
     s.add_argument("--protection", default=DEFAULT_PRESET, choices=tuple(PRESETS), metavar="NAME",
                    help=f"protection preset: {', '.join(PRESETS)} (default %(default)s). paper: the seed's method "
-                        "(fixed logo, position and transparency searched); standard: learned logo + per-image "
-                        "texture; strong: standard with the texture under JPEG/resize/median views")
+                        "(fixed logo, position and transparency searched); standard: learned logo, a bounded "
+                        "per-image texture and a low-amplitude adversarial layer outside the logo and the "
+                        "lesions (at most 194 queries per image with two surrogates); strong: standard with 100 "
+                        "steps under JPEG/resize/median views")
     s.add_argument("--logo-mode", choices=("fixed", "learned"),
                    help="fixed: your logo as is; learned: its colours optimised once for the dataset")
     s.add_argument("--optimizer", choices=("gradient", "blackbox", "bhe"),

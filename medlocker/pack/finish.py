@@ -13,6 +13,7 @@ from ..crypto import commit, seal_payload
 from ..owner import ParamRecord, param_bytes, png_bytes
 from ..shards import SampleRecord, build_restoration, pixel_digest, sha256_digest
 from ..watermark import Placement, render_exact
+from ..watermark.layer import apply_layer
 
 if TYPE_CHECKING:
     from .read import Loaded
@@ -29,11 +30,13 @@ def finish_sample(run: PackRun, item: Loaded, result: Any, *, clean_correct: boo
     own_png = png_bytes(result.logo) if result.logo is not None else None  # per-image colours: its own logo
     if own_png is not None:
         logo, logo_sha256 = result.logo, sha256_digest(own_png)
-    png = png_bytes(render_exact(image, logo, p))
+    layer = result.layer  # the adversarial layer outside the logo, if any: applied first, committed, sealed
+    layer_bytes = None if layer is None else layer.to_bytes()
+    png = png_bytes(render_exact(image if layer is None else apply_layer(image, layer), logo, p))
     wm_digest = sha256_digest(png)
     payload = seal_payload(
         secrets.content_key,
-        build_restoration(image, p.box),
+        build_restoration(image, p.box, layer),
         dataset_id=secrets.dataset_id,
         sample_key=record.key,
         watermarked_digest=wm_digest,
@@ -42,7 +45,8 @@ def finish_sample(run: PackRun, item: Loaded, result: Any, *, clean_correct: boo
     salt = secrets.sample_bytes("salt", record.key, 32)
     placement = p.to_dict()
     commitment = commit(
-        param_bytes(dataset_id=secrets.dataset_id, key=record.key, placement=placement, logo_sha256=logo_sha256), salt
+        param_bytes(dataset_id=secrets.dataset_id, key=record.key, placement=placement, logo_sha256=logo_sha256,
+                    layer_sha256=None if layer_bytes is None else sha256_digest(layer_bytes)), salt
     )
     h, w = image.shape[:2]
     sample = SampleRecord(
@@ -69,5 +73,6 @@ def finish_sample(run: PackRun, item: Loaded, result: Any, *, clean_correct: boo
         status=result.status,
         clean_correct=bool(clean_correct),
         logo_png=base64.b64encode(own_png).decode() if own_png is not None else None,
+        layer=base64.b64encode(layer_bytes).decode() if layer_bytes is not None else None,
     )
     return sample, param

@@ -273,6 +273,7 @@ def prove(
         "placement": rec.placement,
         "salt": rec.salt,
         "logo_sha256": rec.logo_sha256(manifest.logo_sha256),  # the sample's own logo with per-image colours
+        **({"layer_sha256": rec.layer_sha256()} if rec.layer is not None else {}),  # its adversarial layer
         "commitment": rec.commitment,
         "score_milli": _milli(s.watermark),
         "image_similarity_milli": _milli(s.image),
@@ -314,7 +315,7 @@ def check_proof(
     if entry is None:
         raise IntegrityError(f"sample {doc.key!r} is not in shard {doc.shard} of {dest}")
     data = param_bytes(dataset_id=manifest.dataset_id, key=doc.key, placement=doc.placement.to_dict(),
-                       logo_sha256=doc.logo_sha256)
+                       logo_sha256=doc.logo_sha256, layer_sha256=doc.layer_sha256)
     opens = entry.commitment == doc.commitment and check_commitment(entry.commitment, data, doc.salt)
     result = ProofCheck(key=doc.key, shard=doc.shard, dataset_id=doc.dataset_id, commitment_opens=bool(opens))
     if suspect is None:

@@ -63,6 +63,7 @@ class ProofDoc:
     scores: dict[str, int | None]
     angle_mdeg: int
     scale_milli: int
+    layer_sha256: str | None = None  # the sample's adversarial layer (``ProtectionConfig.layer``), if any
 
 
 def _is_int(v: object) -> bool:
@@ -92,13 +93,13 @@ def parse_proof(data: bytes) -> ProofDoc:
     if not _is_int(doc.get("version")) or doc["version"] != PROOF_VERSION:
         raise FormatError(f"proof version {doc.get('version')!r} is not supported (this reader knows "
                           f"{PROOF_VERSION}); re-create the proof with this version's 'prove'")
-    missing, unknown = _FIELDS - doc.keys(), doc.keys() - _FIELDS
+    missing, unknown = _FIELDS - doc.keys(), doc.keys() - _FIELDS - {"layer_sha256"}  # layer: optional
     if missing or unknown:
         raise FormatError(f"malformed proof: missing {sorted(missing)}, unknown {sorted(unknown)}")
     for field in ("salt", "commitment"):
         if not isinstance(doc[field], str) or not _HEX64.fullmatch(doc[field]):
             raise FormatError(f"malformed proof: {field} is not 64 lowercase hex digits")
-    for field in ("logo_sha256", "manifest_digest", "suspect_sha256"):
+    for field in ("logo_sha256", "manifest_digest", "suspect_sha256", *({"layer_sha256"} & doc.keys())):
         if not is_sha256_digest(doc[field]):
             raise FormatError(f"malformed proof: {field} is not a 'sha256:<hex>' digest")
     if doc["suspect_digest"] not in _DIGEST_KINDS:
@@ -122,6 +123,7 @@ def parse_proof(data: bytes) -> ProofDoc:
         placement=placement, salt=bytes.fromhex(doc["salt"]), logo_sha256=doc["logo_sha256"],
         commitment=doc["commitment"], suspect_sha256=doc["suspect_sha256"], suspect_digest=doc["suspect_digest"],
         scores={f: doc[f] for f in _SCORES}, angle_mdeg=doc["angle_mdeg"], scale_milli=doc["scale_milli"],
+        layer_sha256=doc.get("layer_sha256"),
     )
 
 

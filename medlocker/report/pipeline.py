@@ -56,7 +56,12 @@ from medlocker.report.html import write_report
 from medlocker.report.metrics import accuracy, predict
 from medlocker.report.removal import ATTACKS
 from medlocker.report.robustness import HEADLINE_TRANSFORMS, TRANSFORMS
-from medlocker.watermark.config import PlacementConfig, ProtectionConfig, TextureConfig, UniversalConfig
+from medlocker.watermark.config import (
+    PlacementConfig,
+    ProtectionConfig,
+    TextureConfig,
+    UniversalConfig,
+)
 
 __all__ = [
     "RunConfig", "Configuration", "configurations", "REPORT_PROTECTION", "QUICK", "FULL", "CPU", "GPU", "CONFIG_NAMES",

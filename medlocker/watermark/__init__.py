@@ -11,6 +11,7 @@ from __future__ import annotations
 from medlocker.watermark.config import (
     DEFAULT_PRESET,
     PRESETS,
+    LayerConfig,
     PlacementConfig,
     ProtectionConfig,
     SearchConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "PlacementConfig",
     "TextureConfig",
     "UniversalConfig",
+    "LayerConfig",
     "PRESETS",
     "DEFAULT_PRESET",
     "protection_preset",

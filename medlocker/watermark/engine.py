@@ -13,7 +13,8 @@ placement off the lesions that makes every surrogate misclassify it
    what any reader decodes) -> fp32 forward of every surrogate as given.
    ``Result.success`` is this check;
 5. with ``texture.steps``: the texture attack (:mod:`.optim.texture`) gives each image
-   its own logo colours at its placement, kept unless it loses a success the plain logo had.
+   its own logo colours at its placement (and, with ``layer.amplitude``, its adversarial
+   layer outside the logo and the lesions), kept unless it loses a success the plain logo had.
 
 Every image gets a placement (the best one found) unless no feasible position
 exists. All query counts include the final checks (one query per surrogate), so
@@ -49,6 +50,7 @@ from medlocker.watermark.inputs import (
     image_generator,
     to_float,
 )
+from medlocker.watermark.layer import Layer, layer_offsets_torch
 from medlocker.watermark.logo import logo_size, resize_logo
 from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim import SearchProblem, frozen, make_optimizer
@@ -76,6 +78,8 @@ class Result:
         logo: with ``texture.steps``, this image's own ``uint8`` RGBA logo at the
             placement's size (render it with :func:`render_exact`); None: the logo
             passed to :func:`protect`.
+        layer: with ``layer.amplitude``, this image's adversarial layer (stored image =
+            ``render_exact(apply_layer(image, layer), logo, placement)``); None: no layer.
     """
 
     placement: Placement | None
@@ -84,6 +88,7 @@ class Result:
     margin: float
     status: str
     logo: np.ndarray | None = None
+    layer: Layer | None = None
 
 
 def _generators(config: ProtectionConfig, batch: np.ndarray, labels: Sequence[int],
@@ -184,20 +189,27 @@ def protect(
         final = _render_placements(x, placements, sized, None, dev)
         worst = objective.check(final, lab).cpu()
         own: list[np.ndarray | None] = [None] * B
+        layers: list[Layer | None] = [None] * B
         if tex.steps:
             texture_objective = Objective(surrogates, tex.views(place), margin=max(place.margin, tex.margin),
                                           amp=objective.amp, batch_size=config.batch_size)
-            own, taken = refine_textures(x, lab, placements, sized, texture_objective, steps=tex.steps,
-                                         cell=tex.cell, lr=tex.lr, batch_size=config.batch_size,
-                                         max_change=tex.max_change)
-            queries += torch.tensor(taken, dtype=torch.long) * texture_objective.cost
-            textured = _render_placements(x, placements, sized, own, dev)
+            masks = _layer_masks(fov, lesion_boxes, placements, config) if config.layer.on else None
+            own, taken, grids = refine_textures(
+                x, lab, placements, sized, texture_objective, steps=tex.steps, cell=tex.cell, lr=tex.lr,
+                batch_size=config.batch_size, max_change=tex.max_change, layer_masks=masks,
+                layer_amplitude=config.layer.amplitude, layer_cell=config.layer.cell)
+            per_step = texture_objective.cost + (len(surrogates) if masks is not None else 0)
+            queries += torch.tensor(taken, dtype=torch.long) * per_step
+            if masks is not None:
+                mask_np = masks.cpu().numpy()
+                layers = [None if g is None else Layer(config.layer.cell, g, mask_np[i]) for i, g in enumerate(grids)]
+            textured = _render_placements(_layered(x, layers), placements, sized, own, dev)
             worst_t = objective.check(textured, lab).cpu()
             queries += objective.check_cost
-            # Keep the per-image colours unless they lose a success the plain logo had.
+            # Keep the per-image colours (and layer) unless they lose a success the plain logo had.
             for i in range(B):
                 if own[i] is not None and worst[i] < -place.margin <= worst_t[i]:
-                    own[i] = None
+                    own[i], layers[i] = None, None
                 elif own[i] is not None:
                     worst[i] = worst_t[i]
         del x
@@ -207,7 +219,7 @@ def protect(
         m = float(worst[i])
         ok = m < -place.margin
         status = "no_feasible_position" if placements[i] is None else ("fooled" if ok else "not_fooled")
-        results.append(Result(placements[i], bool(ok), int(queries[i]), m, status, own[i]))
+        results.append(Result(placements[i], bool(ok), int(queries[i]), m, status, own[i], layers[i]))
     n_ok = sum(r.success for r in results)
     log.info("protect: %d/%d images fooled (%s), median %d queries", n_ok, B, place.optimizer,
              int(np.median([r.queries for r in results])))
@@ -233,3 +245,33 @@ def _render_placements(x: torch.Tensor, placements: Sequence[Placement | None], 
             lg = torch.stack([logo_tensor(sized[(w, h)] if own[i] is None else own[i], dev) for i in members])
         final = final.index_copy(0, index, render_candidates(x, lg, index, xy, op, quantize=True))
     return final
+
+
+def _layer_masks(fov: torch.Tensor, lesion_boxes: Sequence[Sequence[Box]], placements: Sequence[Placement | None],
+                 config: ProtectionConfig) -> torch.Tensor:
+    """bool ``[B, H, W]``: where each image's layer may change pixels -- inside the field of view, off
+    every lesion box and its margin, off the logo box (nothing for an image without a placement)."""
+    margin = config.placement.lesion_margin if config.layer.lesion_margin is None else config.layer.lesion_margin
+    allowed = ~forbidden_mask(lesion_boxes, fov, margin=margin)
+    for i, p in enumerate(placements):
+        if p is None:
+            allowed[i] = False
+        else:
+            x0, y0, x1, y1 = p.box
+            allowed[i, y0:y1, x0:x1] = False
+    return allowed
+
+
+def _layered(x: torch.Tensor, layers: Sequence[Layer | None]) -> torch.Tensor:
+    """The images with their layers applied exactly (``apply_layer`` on ``uint8 / 255`` inputs)."""
+    if all(layer is None for layer in layers):
+        return x
+    out = x.clone()
+    H, W = x.shape[-2:]
+    for i, layer in enumerate(layers):
+        if layer is not None:
+            g = torch.from_numpy(layer.grid.astype(np.float32)).to(x.device)[None]
+            d = layer_offsets_torch(g, layer.cell, H, W, exact=True)[0]
+            d = d * torch.from_numpy(layer.mask).to(x.device)
+            out[i] = (torch.round(x[i] * 255.0) + d).clamp(0, 255) / 255.0
+    return out

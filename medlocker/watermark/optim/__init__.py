@@ -12,7 +12,12 @@ them, one per file: :mod:`.texture` (per-image colours at a placement) and
 from __future__ import annotations
 
 from medlocker.watermark.objective import Objective
-from medlocker.watermark.optim.base import Optimizer, SearchOutcome, SearchProblem, frozen
+from medlocker.watermark.optim.base import (
+    Optimizer,
+    SearchOutcome,
+    SearchProblem,
+    frozen,
+)
 from medlocker.watermark.optim.bhe import BasinHoppingEvolution
 from medlocker.watermark.optim.blackbox import ScanLocalSearch
 from medlocker.watermark.optim.gradient import LinearisedPlacementSearch

@@ -10,6 +10,13 @@ logo's own colour logits: a low-frequency texture survives resizing and JPEG and
 transfers better than a per-pixel one. This is a PGD-style attack restricted to the
 mark (Madry et al., 2018), with Adam as the step rule (Kingma & Ba, 2015).
 
+With a layer (``LayerConfig.amplitude > 0``) the same steps also shape the image's
+adversarial layer outside the logo and the lesions (:mod:`medlocker.watermark.layer`:
+``amplitude * tanh`` of one variable per grid node and channel), and each step adds the
+loss of the render with the logo box filled from its surroundings
+(:func:`~medlocker.watermark.layer.fill_box`), a stand-in for an attacker who paints
+the mark over.
+
 An image stops as soon as every surrogate and view is past the margin: the clamped
 loss has no gradient left, and its remaining steps are not spent.
 """
@@ -24,6 +31,7 @@ import torch
 from torch import nn
 
 from medlocker.watermark.inputs import as_batch, check_models, default_device, to_float
+from medlocker.watermark.layer import fill_box, grid_shape, layer_offsets_torch
 from medlocker.watermark.logo import resize_logo
 from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim.base import frozen
@@ -83,7 +91,8 @@ def texture_colours(base: torch.Tensor, offsets: torch.Tensor, max_change: int |
 def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[Placement | None],
                     sized: dict[tuple[int, int], np.ndarray], objective: Objective, *, steps: int, cell: int,
                     lr: float, batch_size: int, max_change: int | None = None,
-                    ) -> tuple[list[np.ndarray | None], list[int]]:
+                    layer_masks: torch.Tensor | None = None, layer_amplitude: int = 0, layer_cell: int = 8,
+                    ) -> tuple[list[np.ndarray | None], list[int], list[np.ndarray | None]]:
     """Per-image logo RGB at fixed placements; ``x`` float ``[B, 3, H, W]`` on the device.
 
     Args:
@@ -92,14 +101,22 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
         sized: the logo at each placement size ``(w, h)``.
         objective: the texture's objective (its views and margin).
         steps, cell, lr, batch_size, max_change: see :class:`~medlocker.watermark.config.TextureConfig`.
+        layer_masks: bool ``[B, H, W]``, where each image's layer may change pixels (None: no layer).
+        layer_amplitude, layer_cell: see :class:`~medlocker.watermark.config.LayerConfig`.
 
     Returns:
         Per image the ``uint8`` RGBA logo at its placement's size (alpha unchanged) or None,
-        and the steps (forward+backward passes) each image took.
+        the steps (forward+backward passes, each with its filled-box view when there is a
+        layer) each image took, and its ``int8 [3, gh, gw]`` layer grid (or None).
     """
     dev = x.device
+    layered = layer_masks is not None and layer_amplitude > 0
     floor = -objective.margin * len(objective.surrogates)  # the loss once every surrogate is past the margin
+    floor *= 2 if layered else 1  # ... on the render and on its filled-box view
+    H, W = x.shape[-2:]
+    gh, gw = grid_shape(H, W, layer_cell)
     out: list[np.ndarray | None] = [None] * len(placements)
+    grids: list[np.ndarray | None] = [None] * len(placements)
     taken = [0] * len(placements)
     groups: dict[tuple[int, int], list[int]] = {}
     for i, p in enumerate(placements):
@@ -119,7 +136,10 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
             cells = (-(-h // cell), -(-w // cell))
             theta = torch.zeros(n, 3, *cells, device=dev)  # colour-logit offsets, one per cell
             alpha = base[3:].expand(n, -1, -1, -1)
+            lay = torch.zeros(n, 3, gh, gw, device=dev) if layered else None
             adam = BatchedAdam(theta, lr=lr)
+            adam_layer = BatchedAdam(lay, lr=lr) if layered else None
+            masks = layer_masks[index].unsqueeze(1).to(x.dtype) if layered else None
             done_steps = torch.zeros(n, dtype=torch.long, device=dev)
             active = torch.ones(n, dtype=torch.bool, device=dev)
             for _ in range(steps):
@@ -129,21 +149,38 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
                 with torch.enable_grad():
                     th = theta[idx].requires_grad_(True)
                     rgba = torch.cat([texture_colours(colours, th, max_change), alpha[: idx.numel()]], dim=1)
-                    loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
-                                          labels[index[idx]]).loss
-                    (g,) = torch.autograd.grad(loss.sum(), th)
+                    if layered:
+                        la = lay[idx].requires_grad_(True)
+                        d = layer_offsets_torch(layer_amplitude * torch.tanh(la), layer_cell, H, W, exact=False)
+                        xl = (x[index[idx]] + d * masks[idx] / 255.0).clamp(0.0, 1.0)
+                        rows = torch.arange(idx.numel(), device=dev)
+                        rendered = render_candidates(xl, rgba, rows, xy[idx], op[idx])
+                        loss = objective.loss(rendered, labels[index[idx]]).loss
+                        loss = loss + objective.loss(fill_box(rendered, xy[idx], w, h), labels[index[idx]]).loss
+                        g, g_layer = torch.autograd.grad(loss.sum(), (th, la))
+                    else:
+                        loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
+                                              labels[index[idx]]).loss
+                        (g,) = torch.autograd.grad(loss.sum(), th)
                 done_steps[idx] += 1
                 done = loss.detach() <= floor + 1e-6  # past the margin everywhere: keep these colours
                 active[idx[done]] = False
                 adam.step(idx[~done], g[~done])
+                if layered:
+                    adam_layer.step(idx[~done], g_layer[~done])
             rgb = torch.round(texture_colours(colours, theta, max_change) * 255).clamp(0, 255).to(torch.uint8)
             rgb = rgb.cpu().numpy()
+            if layered:
+                q = torch.round(layer_amplitude * torch.tanh(lay)).clamp(-layer_amplitude, layer_amplitude)
+                q = q.to(torch.int8).cpu().numpy()
             for j, (i, k) in enumerate(zip(part, done_steps.tolist())):
                 lg = small.copy()
                 lg[..., :3] = rgb[j].transpose(1, 2, 0)
                 out[i] = lg
                 taken[i] = int(k)
-    return out, taken
+                if layered:
+                    grids[i] = q[j]
+    return out, taken, grids
 
 
 def refine_colors(
