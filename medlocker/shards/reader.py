@@ -138,9 +138,12 @@ class ShardList(wds.PipelineStage):
     so every rank and worker computes the same order; the sample-level split of
     :func:`split_samples` then gives each rank the same number of samples (each
     sample once per epoch, plus wrap-around padding when ranks do not divide the
-    total). Rank and worker come from webdataset's ``pytorch_worker_info``
-    (``RANK``/``WORLD_SIZE``, torch.distributed, the DataLoader worker), read when
-    iterated. ``epoch`` advances after each pass in the iterating process; with
+    total). Rank and world size come from webdataset's ``pytorch_worker_info``
+    (``RANK``/``WORLD_SIZE``, else torch.distributed), read both when the list is
+    built and when it is iterated: a DataLoader worker started with ``spawn``
+    (the default inside a spawned rank, and on macOS) has neither, so the rank
+    seen at construction travels with the pickled list. The worker comes from
+    the DataLoader. ``epoch`` advances after each pass in the iterating process; with
     non-persistent DataLoader workers call :meth:`set_epoch` from the training loop.
     """
 
@@ -149,13 +152,21 @@ class ShardList(wds.PipelineStage):
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.epoch = 0
+        self._rank_world = wds.utils.pytorch_worker_info()[:2]
+
+    def _position(self) -> tuple[int, int, int, int]:
+        """(rank, world size, worker, workers) of the calling process."""
+        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        if world == 1:
+            rank, world = self._rank_world
+        return rank, world, worker, workers
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
         """Samples this rank yields per epoch (this worker's share inside a DataLoader worker)."""
-        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        rank, world, worker, workers = self._position()
         total = sum(s.info.samples for s in self.specs)
         return samples_per_worker(total, rank=rank, world_size=world, worker=worker, num_workers=workers)
 
@@ -164,7 +175,7 @@ class ShardList(wds.PipelineStage):
         if self.shuffle:
             random.Random(f"medlocker.shards/{self.seed}/{self.epoch}").shuffle(specs)
         self.epoch += 1
-        rank, world, worker, workers = wds.utils.pytorch_worker_info()
+        rank, world, worker, workers = self._position()
         counts = [s.info.samples for s in specs]
         for i, select in split_samples(counts, rank=rank, world_size=world, worker=worker, num_workers=workers):
             yield {"url": specs[i].url, "spec": specs[i], "select": select}
