@@ -119,7 +119,7 @@ def run_demo(root: Path, config: DemoConfig = DemoConfig()) -> int:
     published = manifest.num_samples
     public, changed_frac, wm_images = 0, [], {}
     urls = [str(dest / sh.name) for sh in manifest.shards]
-    for x in wds.WebDataset(urls, shardshuffle=False).decode("pil"):
+    for x in wds.WebDataset(urls, shardshuffle=False).decode("pil", only=["png"]):  # images only, never pickle
         img = np.asarray(x["png"].convert("RGB"))
         public += 1
         changed_frac.append(float((img != originals[x["__key__"]]).any(-1).mean()))

@@ -49,7 +49,7 @@ def packed(tmp_path_factory):
                    config=PackConfig(protection=protection, shard_size=4, batch_size=4))
     manifest = read_manifest(str(dest), owner.public)
     published = {}
-    for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil"):
+    for x in wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil", only=["png"]):
         published[x["__key__"]] = np.asarray(x["png"].convert("RGB"))
     originals = {f"synth_{i:06d}": generate_fundus(SEED, i, SIZE).image for i in range(N)}
     return {"dest": str(dest), "owner": owner, "run": OwnerSecrets.load(secrets, owner), "manifest": manifest,

@@ -47,7 +47,7 @@ def packed(request, tmp_path_factory):
          config=PackConfig(protection=protection, shard_size=2, batch_size=4))
     manifest = read_manifest(str(dest), owner.public)
     published = {x["__key__"]: np.asarray(x["png"].convert("RGB")) for x in
-                 wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil")}
+                 wds.WebDataset([str(dest / s.name) for s in manifest.shards], shardshuffle=False).decode("pil", only=["png"])}
     samples = {f"synth_{i:06d}": generate_fundus(SEED, i, SIZE) for i in range(N)}
     return {"name": name, "protection": protection, "dest": str(dest), "owner": owner, "manifest": manifest,
             "run": OwnerSecrets.load(secrets, owner), "published": published, "samples": samples}
