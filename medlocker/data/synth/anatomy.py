@@ -75,11 +75,11 @@ def paint_retina(cv: Canvas, rng: np.random.Generator, eye: Eye) -> np.ndarray:
 
     # Choroid: fractal mottling everywhere, plus the choroidal vessel network (ridges of a
     # smooth field) seen through a thin pigment epithelium in tigroid eyes.
-    mottle = cv.field(rng, 96, beta=2.4)
+    mottle = cv.field(rng, 192, beta=2.2)
     ridges = np.exp(-((cv.field(rng, 40) / 0.22) ** 2))
     tigroid = rng.uniform(0.01, 0.03) if rng.random() < 0.7 else rng.uniform(0.05, 0.12)
     img = np.empty((cv.s, cv.s, 3), np.float32)
-    m = rng.uniform(0.035, 0.06)
+    m = rng.uniform(0.04, 0.065)
     for ch, (wm, wt) in enumerate(((0.6, 0.25), (1.0, 1.0), (1.1, 1.3))):
         img[:, :, ch] = base[ch] * (1.0 + m * wm * mottle + tigroid * wt * (ridges - 0.3))
 
@@ -114,9 +114,9 @@ def paint_retina(cv: Canvas, rng: np.random.Generator, eye: Eye) -> np.ndarray:
     win += (np.array([0.95, 0.6, 0.42], np.float32) - win) * (rng.uniform(0.1, 0.3) * halo_a)[:, :, None]
 
     # Macula: a broad darker, more pigmented zone; the fovea a small darker pit.
-    msig = rng.uniform(0.09, 0.13) * eye.fov_r
-    ys, xs = cv.window(eye.mac[0], eye.mac[1], 3.2 * msig)
+    msig = rng.uniform(0.12, 0.16) * eye.fov_r
+    ys, xs = cv.window(eye.mac[0], eye.mac[1], 3.0 * msig)
     md2 = (u[:, xs] - eye.mac[0]) ** 2 + (v[ys, :] - eye.mac[1]) ** 2
-    dark = rng.uniform(0.6, 1.0) * (np.exp(-md2 / (2 * msig * msig)) + 0.6 * np.exp(-md2 / (2 * (0.22 * msig) ** 2)))
-    img[ys, xs] *= 1.0 - dark[:, :, None] * np.array([0.12, 0.3, 0.42], np.float32)
+    dark = rng.uniform(0.75, 1.0) * (np.exp(-md2 / (2 * msig * msig)) + 0.4 * np.exp(-md2 / (2 * (0.22 * msig) ** 2)))
+    img[ys, xs] *= 1.0 - np.minimum(dark, 1.0)[:, :, None] * np.array([0.2, 0.5, 0.6], np.float32)
     return img

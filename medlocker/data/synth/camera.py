@@ -39,11 +39,11 @@ def photograph(cv: Canvas, rng: np.random.Generator, noise: np.random.Generator,
     # Illumination: a tilted, slightly uneven field, vignetting towards the edge and the
     # dark red rim where the light falls off over the last few per cent of the radius.
     tilt, ta = rng.uniform(0.0, 0.25), rng.uniform(0, 2 * math.pi)
-    illum = 1.0 - rng.uniform(0.1, 0.3) * np.minimum(rr, 1.0) ** 2
+    illum = 1.0 - rng.uniform(0.05, 0.2) * np.minimum(rr, 1.0) ** 3
     illum += tilt * (u * math.cos(ta) + v * math.sin(ta)) / 2.0 + rng.uniform(0.02, 0.06) * cv.field(rng, 4)
     img *= illum[:, :, None]
-    rim_w = rng.uniform(0.03, 0.07)
-    rim = np.exp(-np.maximum(1.0 - rr, 0.0) / rim_w) * rng.uniform(0.4, 0.7)
+    rim_w = rng.uniform(0.025, 0.05)
+    rim = np.exp(-np.maximum(1.0 - rr, 0.0) / rim_w) * rng.uniform(0.3, 0.55)
     img *= 1.0 - rim[:, :, None] * np.array([0.55, 0.85, 0.8], np.float32)
 
     # Colour cast, exposure and camera response (a 12-bit lookup table: cheaper than a power).
@@ -65,13 +65,16 @@ def photograph(cv: Canvas, rng: np.random.Generator, noise: np.random.Generator,
     img *= fov[:, :, None]
 
     out = Image.fromarray((img + 0.5).astype(np.uint8))
-    blur = rng.uniform(0.0, 0.9) * s / 256.0  # defocus
+    blur = rng.uniform(0.0, 0.8) ** 2 * s / 256.0  # defocus: mostly slight
     if blur > 0.15:
         out = out.filter(ImageFilter.GaussianBlur(blur))
     quality = int(rng.integers(55, 93)) if rng.random() < 0.7 else 0
     sigma = rng.uniform(0.8, 2.5)
+    grain = rng.uniform(0.8, 1.6) * s / 256.0  # fine retinal granularity, finer than the texture lattice
     arr = noise.standard_normal((s, s, 3), dtype=np.float32)
-    arr *= (sigma * (0.25 + 0.75 * fov))[:, :, None]
+    arr *= sigma
+    arr += (grain * noise.standard_normal((s, s), dtype=np.float32))[:, :, None] * np.array([3.0, 1.5, 1.0], np.float32)
+    arr *= (0.25 + 0.75 * fov)[:, :, None]
     arr += np.asarray(out, dtype=np.float32)
     arr += 0.5
     image = np.clip(arr, 0, 255, out=arr).astype(np.uint8)

@@ -107,8 +107,8 @@ def paint_vessels(cv: Canvas, rng: np.random.Generator, img: np.ndarray, tree: V
     vein = cv.alpha(vein_l, 0.003)
     art = cv.alpha(art_l, 0.003)
     refl = cv.alpha(refl_l, 0.003)
-    vein_m = np.array([rng.uniform(0.62, 0.72), rng.uniform(0.38, 0.48), rng.uniform(0.45, 0.55)], np.float32)
-    art_m = np.array([rng.uniform(0.84, 0.9), rng.uniform(0.66, 0.76), rng.uniform(0.7, 0.8)], np.float32)
+    vein_m = np.array([rng.uniform(0.72, 0.82), rng.uniform(0.42, 0.52), rng.uniform(0.5, 0.6)], np.float32)
+    art_m = np.array([rng.uniform(0.9, 0.96), rng.uniform(0.68, 0.78), rng.uniform(0.72, 0.82)], np.float32)
     img *= 1.0 - art[:, :, None] * (1.0 - art_m)
     img *= 1.0 - vein[:, :, None] * (1.0 - vein_m)
     img += (refl * rng.uniform(0.04, 0.08))[:, :, None]
