@@ -83,5 +83,8 @@ def photograph(cv: Canvas, rng: np.random.Generator, noise: np.random.Generator,
         Image.fromarray(image).save(buf, format="JPEG", quality=quality)
         buf.seek(0)
         with Image.open(buf) as im:
-            image = np.asarray(im.convert("RGB")).copy()
+            decoded = np.asarray(im.convert("RGB"))
+        # Chroma ringing stays inside; the border is stored black, as camera software masks it.
+        outside = rr > 1.0 + 1.5 / cv.half / eye.fov_r
+        image = np.where(outside[:, :, None], image, decoded)
     return image

@@ -85,7 +85,7 @@ def _ma(cv, rng, eye, tree, grade, n):
         x, y = _posterior(rng, eye, 0.3) if rng.random() < 0.7 else eye.point(rng, 0.1, 0.85)
         r = rng.uniform(0.011, 0.017) * eye.fov_r
         cv.blob(draw, rng, x, y, r, r * rng.uniform(0.8, 1.0), rng.uniform(0, math.pi), 0.05)
-    mult = np.array([rng.uniform(0.5, 0.62), rng.uniform(0.2, 0.3), rng.uniform(0.25, 0.35)], np.float32)
+    mult = np.array([rng.uniform(0.56, 0.68), rng.uniform(0.2, 0.3), rng.uniform(0.25, 0.35)], np.float32)
     return cv.alpha(layer, 0.0015), 0.3, _darken(mult), (x, y)
 
 
@@ -107,7 +107,7 @@ def _he(cv, rng, eye, tree, grade, n):
             for _ in range(int(rng.integers(1, 4))):
                 cv.blob(draw, rng, x + rng.normal(0, r * 0.4), y + rng.normal(0, r * 0.4),
                         r * rng.uniform(0.7, 1.0), r * rng.uniform(0.55, 0.9), rng.uniform(0, math.pi), 0.3)
-    mult = np.array([rng.uniform(0.45, 0.58), rng.uniform(0.16, 0.26), rng.uniform(0.2, 0.3)], np.float32)
+    mult = np.array([rng.uniform(0.58, 0.7), rng.uniform(0.18, 0.28), rng.uniform(0.22, 0.32)], np.float32)
     return cv.alpha(layer, 0.003), 0.3, _darken(mult), (x, y)
 
 

@@ -75,7 +75,7 @@ def grow_vessels(rng: np.random.Generator, eye: Eye) -> VesselTree:
     scale = rng.uniform(0.85, 1.15) * eye.fov_r
     arc = np.hypot(eye.mac[0] - eye.disc[0], eye.mac[1] - eye.disc[1]) * rng.uniform(0.7, 0.85)
     s = eye.side
-    for out, width, shift in ((tree.veins, 0.024, 0.1), (tree.arteries, 0.017, -0.1)):
+    for out, width, shift in ((tree.veins, 0.028, 0.1), (tree.arteries, 0.02, -0.1)):
         trunks = (
             (-math.pi / 2 - s * (0.45 + shift), arc, 70),
             (math.pi / 2 + s * (0.45 + shift), arc, 70),
