@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from medlocker.data import LESION_TYPES, open_source, write_synthetic_dataset
-from medlocker.models.train import train_classifier
+from medlocker.models import train_classifier
 
 
 def remove_lesions(src: Path, dst: Path, dilate: int = 2) -> Path:
@@ -74,8 +74,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu-2026-12-02/shortcut.json"))
     args = ap.parse_args()
 
+    import logging
+
     import torch
 
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     work = args.work / f"n{args.n}-s{args.size}-seed{args.seed}"
     clean = work / "clean"

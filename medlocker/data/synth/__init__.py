@@ -28,7 +28,13 @@ consecutive indices holds the five grades in an order drawn from ``(seed, i // 5
 """
 
 from medlocker.data.synth.grades import GRADE_LESIONS, LESION_TYPES, NUM_GRADES
-from medlocker.data.synth.render import MIN_SIZE, SynthSample, generate_fundus, synthetic_id, synthetic_label
+from medlocker.data.synth.render import (
+    MIN_SIZE,
+    SynthSample,
+    generate_fundus,
+    synthetic_id,
+    synthetic_label,
+)
 from medlocker.data.synth.writer import write_synthetic_dataset
 
 __all__ = [

@@ -93,7 +93,7 @@ class Canvas:
             return out
         radius = blur * self.half
         if radius > 0.15:
-            pad = int(math.ceil(3.0 * radius)) + 2
+            pad = math.ceil(3.0 * radius) + 2
             box = (max(0, box[0] - pad), max(0, box[1] - pad), min(self.s, box[2] + pad), min(self.s, box[3] + pad))
             img = img.crop(box).filter(ImageFilter.GaussianBlur(radius))
         else:

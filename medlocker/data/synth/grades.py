@@ -16,7 +16,7 @@ The counts follow the international clinical diabetic retinopathy scale
 
 from __future__ import annotations
 
-__all__ = ["GRADE_LESIONS", "LESION_TYPES", "NUM_GRADES", "LESION_COUNTS"]
+__all__ = ["GRADE_LESIONS", "LESION_COUNTS", "LESION_TYPES", "NUM_GRADES"]
 
 LESION_TYPES: tuple[str, ...] = ("MA", "HE", "EX", "SE", "NV")
 """IDRiD-style lesion codes: microaneurysms, haemorrhages, hard exudates,
