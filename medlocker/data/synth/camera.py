@@ -41,17 +41,12 @@ def photograph(cv: Canvas, rng: np.random.Generator, noise: np.random.Generator,
     tilt, ta = rng.uniform(0.0, 0.25), rng.uniform(0, 2 * math.pi)
     illum = 1.0 - rng.uniform(0.05, 0.2) * np.minimum(rr, 1.0) ** 3
     illum += tilt * (u * math.cos(ta) + v * math.sin(ta)) / 2.0 + rng.uniform(0.02, 0.06) * cv.field(rng, 4)
-    img *= illum[:, :, None]
     rim_w = rng.uniform(0.025, 0.05)
     rim = np.exp(-np.maximum(1.0 - rr, 0.0) / rim_w) * rng.uniform(0.3, 0.55)
-    img *= 1.0 - rim[:, :, None] * np.array([0.55, 0.85, 0.8], np.float32)
-
-    # Colour cast, exposure and camera response (a 12-bit lookup table: cheaper than a power).
+    rim_tint = (0.55, 0.85, 0.8)  # the rim is darker and redder
     gains = np.array([rng.uniform(0.94, 1.06), rng.uniform(0.85, 1.15), rng.uniform(0.78, 1.25)], np.float32)
-    img *= gains * rng.uniform(0.9, 1.08)
-    lut = np.linspace(0.0, 1.0, 4096, dtype=np.float32) ** rng.uniform(0.85, 1.15) * 255.0
-    np.clip(img, 0.0, 1.0, out=img)
-    img = lut[(img * 4095.0 + 0.5).astype(np.int32)]
+    gains *= rng.uniform(0.9, 1.08)  # colour cast and exposure
+    gamma = rng.uniform(0.85, 1.15)
 
     # The field of view: an anti-aliased circle, sometimes with a notch at its edge.
     edge = 1.2 / cv.half / eye.fov_r
@@ -62,29 +57,37 @@ def photograph(cv: Canvas, rng: np.random.Generator, noise: np.random.Generator,
         half = rng.uniform(0.02, 0.035)
         ys, xs = cv.window(nx, ny, half)
         fov[ys, xs] = 0.0
-    img *= fov[:, :, None]
 
-    out = Image.fromarray((img + 0.5).astype(np.uint8))
     blur = rng.uniform(0.0, 0.8) ** 2 * s / 256.0  # defocus: mostly slight
-    if blur > 0.15:
-        out = out.filter(ImageFilter.GaussianBlur(blur))
     quality = int(rng.integers(55, 93)) if rng.random() < 0.7 else 0
     sigma = rng.uniform(0.8, 2.5)
     grain = rng.uniform(0.8, 1.6) * s / 256.0  # fine retinal granularity, finer than the texture lattice
-    arr = noise.standard_normal((s, s, 3), dtype=np.float32)
-    arr *= sigma
-    arr += (grain * noise.standard_normal((s, s), dtype=np.float32))[:, :, None] * np.array([3.0, 1.5, 1.0], np.float32)
-    arr *= (0.25 + 0.75 * fov)[:, :, None]
-    arr += np.asarray(out, dtype=np.float32)
-    arr += 0.5
-    image = np.clip(arr, 0, 255, out=arr).astype(np.uint8)
-    if quality:  # the camera stores JPEG
-        buf = io.BytesIO()
-        Image.fromarray(image).save(buf, format="JPEG", quality=quality)
-        buf.seek(0)
-        with Image.open(buf) as im:
-            decoded = np.asarray(im.convert("RGB"))
-        # Chroma ringing stays inside; the border is stored black, as camera software masks it.
-        outside = rr > 1.0 + 1.5 / cv.half / eye.fov_r
-        image = np.where(outside[:, :, None], image, decoded)
+
+    # Sensor: light, cast and noise per colour plane (2-D arrays are much faster than
+    # broadcasting over the channel axis), then the camera response as a table.
+    illum *= fov
+    lit_rim = illum * rim
+    grainy = noise.standard_normal((s, s), dtype=np.float32)
+    grainy *= fov * (1.0 / 255.0)
+    planes = []
+    for c in range(3):
+        plane = img[:, :, c] * (illum * gains[c] - lit_rim * (gains[c] * rim_tint[c]))
+        plane += grainy * (sigma + grain * (3.0, 1.5, 1.0)[c])
+        np.clip(plane, 0.0, 1.0, out=plane)
+        plane *= 255.0
+        plane += 0.5
+        planes.append(Image.fromarray(plane.astype(np.uint8)))
+    lut = (np.linspace(0.0, 1.0, 256) ** gamma * 255.0 + 0.5).astype(np.uint8).tolist()
+    out = Image.merge("RGB", planes).point(lut * 3)
+    if blur > 0.15:
+        out = out.filter(ImageFilter.GaussianBlur(blur))
+    if not quality:
+        return np.asarray(out).copy()
+    buf = io.BytesIO()  # the camera stores JPEG
+    out.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        image = np.asarray(im.convert("RGB")).copy()
+    # Chroma ringing stays inside; the border is stored black, as camera software masks it.
+    image *= (rr <= 1.0 + 1.5 / cv.half / eye.fov_r)[:, :, None]
     return image

@@ -14,6 +14,10 @@ from PIL import Image, ImageDraw, ImageFilter
 
 __all__ = ["Canvas"]
 
+_T = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)  # blob outline vertices
+_COS, _SIN = np.cos(_T), np.sin(_T)
+_HARMONICS = np.arange(2, 5)[:, None]
+
 
 class Canvas:
     """The pixel grid of one ``size`` x ``size`` image and drawing helpers on it."""
@@ -59,10 +63,9 @@ class Canvas:
     ) -> None:
         """A rotated ellipse with semi-axes ``a``, ``b`` whose outline is roughened
         by a few random low harmonics (relative amplitude ``rough``)."""
-        t = np.linspace(0.0, 2.0 * np.pi, 24, endpoint=False)
-        k = np.arange(2, 5)[:, None]
-        radius = 1.0 + (rough * rng.standard_normal((3, 1)) / k * np.cos(k * t + rng.uniform(0, 2 * np.pi, (3, 1)))).sum(0)
-        ex, ey = a * radius * np.cos(t), b * radius * np.sin(t)
+        amp = rough * rng.standard_normal((3, 1)) / _HARMONICS
+        radius = 1.0 + (amp * np.cos(_HARMONICS * _T + rng.uniform(0, 2 * np.pi, (3, 1)))).sum(0)
+        ex, ey = a * radius * _COS, b * radius * _SIN
         ca, sa = math.cos(angle), math.sin(angle)
         self.polygon(draw, x + ex * ca - ey * sa, y + ex * sa + ey * ca, fill)
 
@@ -72,7 +75,7 @@ class Canvas:
         pts = (path[:, :2] + 1.0) * self.half
         wf = path[1:, 2] * self.half * width_scale
         wpx = np.maximum(1, np.rint(wf)).astype(int)
-        fills = np.where(wf < 1.0, np.clip(wf, 0.35, 1.0) * fill, fill).astype(int)
+        fills = (np.rint(np.clip(wf, 0.35, 1.0) * 4.0) / 4.0 * fill).astype(int)  # 4 levels: fewer, longer runs
         key = wpx * 256 + fills
         start = 0
         for k in range(1, len(key) + 1):
@@ -92,7 +95,7 @@ class Canvas:
         if box is None:
             return out
         radius = blur * self.half
-        if radius > 0.15:
+        if radius > 0.4:  # below that a Gaussian hardly changes a pixel
             pad = math.ceil(3.0 * radius) + 2
             box = (max(0, box[0] - pad), max(0, box[1] - pad), min(self.s, box[2] + pad), min(self.s, box[3] + pad))
             img = img.crop(box).filter(ImageFilter.GaussianBlur(radius))

@@ -18,7 +18,7 @@ from medlocker.data.synth.canvas import Canvas
 
 __all__ = ["VesselTree", "grow_vessels", "paint_vessels"]
 
-_STEP = 0.02  # walk step, in FOV radii
+_STEP = 0.025  # walk step, in FOV radii
 
 
 @dataclass
@@ -55,11 +55,11 @@ def _walk(
         angle += wiggle
         x += step * math.cos(angle)
         y += step * math.sin(angle)
-        width *= 0.988
+        width *= 0.985
         pts.append((x, y, width))
         if (x - eye.fov_c[0]) ** 2 + (y - eye.fov_c[1]) ** 2 > (1.02 * eye.fov_r) ** 2 or width < 0.0025:
             break
-        if depth > 0 and k > 3 and steps - k > 6 and draws[k, 0] < 0.09:
+        if depth > 0 and k > 3 and steps - k > 5 and draws[k, 0] < 0.11:
             child = width * rng.uniform(0.5, 0.78)
             width *= 0.9  # the parent narrows after the fork
             sign = 1.0 if draws[k, 1] < 0.5 else -1.0
@@ -77,11 +77,11 @@ def grow_vessels(rng: np.random.Generator, eye: Eye) -> VesselTree:
     s = eye.side
     for out, width, shift in ((tree.veins, 0.028, 0.1), (tree.arteries, 0.02, -0.1)):
         trunks = (
-            (-math.pi / 2 - s * (0.45 + shift), arc, 70),
-            (math.pi / 2 + s * (0.45 + shift), arc, 70),
-            (-math.pi / 2 + s * (0.6 + shift), 0.0, 45),
-            (math.pi / 2 - s * (0.6 + shift), 0.0, 45),
-            (math.pi * (s < 0) + rng.normal(0, 0.35), 0.0, 22),  # small macular branch
+            (-math.pi / 2 - s * (0.45 + shift), arc, 56),
+            (math.pi / 2 + s * (0.45 + shift), arc, 56),
+            (-math.pi / 2 + s * (0.6 + shift), 0.0, 36),
+            (math.pi / 2 - s * (0.6 + shift), 0.0, 36),
+            (math.pi * (s < 0) + rng.normal(0, 0.35), 0.0, 18),  # small macular branch
         )
         for k, (a0, arc_r, steps) in enumerate(trunks):
             a = a0 + rng.normal(0.0, 0.12)
@@ -109,6 +109,9 @@ def paint_vessels(cv: Canvas, rng: np.random.Generator, img: np.ndarray, tree: V
     refl = cv.alpha(refl_l, 0.003)
     vein_m = np.array([rng.uniform(0.72, 0.82), rng.uniform(0.42, 0.52), rng.uniform(0.5, 0.6)], np.float32)
     art_m = np.array([rng.uniform(0.9, 0.96), rng.uniform(0.68, 0.78), rng.uniform(0.72, 0.82)], np.float32)
-    img *= 1.0 - art[:, :, None] * (1.0 - art_m)
-    img *= 1.0 - vein[:, :, None] * (1.0 - vein_m)
-    img += (refl * rng.uniform(0.04, 0.08))[:, :, None]
+    gain = np.stack([(1.0 - art * (1.0 - art_m[c])) * (1.0 - vein * (1.0 - vein_m[c])) for c in range(3)], axis=-1)
+    img *= gain  # one same-shape multiply: broadcasting over channels is slow
+    box = refl_l.getbbox()
+    if box is not None:
+        ys, xs = slice(box[1], box[3]), slice(box[0], box[2])
+        img[ys, xs] += (refl[ys, xs] * rng.uniform(0.04, 0.08))[:, :, None]
