@@ -161,6 +161,7 @@ def main() -> None:
     real = resized(data.retina(), args.size)
     ma = luminance(np.asarray(Image.fromarray(data.microaneurysms()).convert("RGB")))
     result: dict = {
+        "synthetic_data": True,
         "data": "SYNTHETIC images vs the real skimage.data.retina() / microaneurysms()",
         "n": args.n, "size": args.size, "seed": args.seed,
         "real": {

@@ -88,6 +88,7 @@ def main() -> None:
     if not (removed / "labels.csv").exists():
         remove_lesions(clean, removed)
     result = {
+        "synthetic_data": True,
         "data": "SYNTHETIC fundus images (medlocker.data.synth), 5 balanced grades: chance = 0.2",
         "arch": "resnet18 (from scratch)",
         "size": args.size,
