@@ -23,8 +23,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from medlocker.report import CPU, Configuration, run_from_sources
 from medlocker.report.attacks.learned import RemoverConfig
-from medlocker.report.pipeline import CPU, Configuration, run_from_sources
 from medlocker.watermark.config import DEFAULT_PRESET, PRESETS
 
 CONFIGS = (
