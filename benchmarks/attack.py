@@ -70,7 +70,7 @@ from medlocker.watermark import (
     default_logo,
     protect,
 )
-from medlocker.watermark.optim import OPTIMIZERS, frozen
+from medlocker.watermark.optim import OPTIMIZERS, frozen, register_optimizer
 
 log = logging.getLogger("bench.attack")
 
@@ -511,7 +511,7 @@ def register_gradient_variant(k: int) -> str:
             kwargs.setdefault("local", k // 2)
             base.__init__(self, objective, **kwargs)
 
-        OPTIMIZERS[name] = type(f"GradientK{k}", (base,), {"name": name, "__init__": __init__})
+        register_optimizer(name, type(f"GradientK{k}", (base,), {"name": name, "__init__": __init__}))
     return name
 
 

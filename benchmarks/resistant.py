@@ -36,9 +36,18 @@ from PIL import Image
 
 from medlocker.cli import view_list
 from medlocker.models import resolve_device
+from medlocker.report import (
+    CPU,
+    GPU,
+    QUICK,
+    evaluation_images,
+    learned_logo,
+    seeded,
+    trained_models,
+    with_overrides,
+    with_protection,
+)
 from medlocker.report.metrics import predict
-from medlocker.report.pipeline import CPU, GPU, QUICK, evaluation_images, learned_logo, seeded, trained_models, \
-    with_overrides, with_protection
 from medlocker.watermark import ProtectionConfig, default_logo, protect, render_exact
 from medlocker.watermark.config import FLAT_NAMES
 from medlocker.watermark.feasible import (

@@ -256,3 +256,20 @@ def test_gradient_search_gives_up_after_patience_queries_without_improvement() -
     assert spent(None).gt(stopped).all()
     with pytest.raises(ValueError):
         make_optimizer("gradient", Objective([model]), patience=0)
+
+
+def test_the_registry_is_read_only_and_extended_only_by_register_optimizer() -> None:
+    from medlocker.watermark.config import PlacementConfig
+    from medlocker.watermark.optim import LinearisedPlacementSearch, register_optimizer
+
+    with pytest.raises(TypeError):
+        OPTIMIZERS["mine"] = LinearisedPlacementSearch  # type: ignore[index]
+    with pytest.raises(ValueError, match="already registered"):
+        register_optimizer("gradient", type("Other", (LinearisedPlacementSearch,), {}))
+    with pytest.raises(TypeError, match="Optimizer subclass"):
+        register_optimizer("not_an_optimizer", dict)  # type: ignore[arg-type]
+    variant = type("GradientK2", (LinearisedPlacementSearch,), {"name": "test_gradient_k2"})
+    register_optimizer("test_gradient_k2", variant)
+    register_optimizer("test_gradient_k2", variant)  # the same class again is a no-op
+    assert OPTIMIZERS["test_gradient_k2"] is variant
+    assert PlacementConfig(optimizer="test_gradient_k2").optimizer == "test_gradient_k2"

@@ -8,7 +8,8 @@ import numpy as np
 from PIL import Image
 
 from medlocker.report.attacks.learned import RemoverConfig
-from medlocker.report.pipeline import REPORT_PROTECTION, RunConfig, configurations, run_from_sources
+from medlocker.report.pipeline import run_from_sources
+from medlocker.report.presets import REPORT_PROTECTION, RunConfig, configurations
 
 SUITE = ("published", "graham", "inpaint_telea", "learned_remover", "jpeg30", "oracle_inpaint")
 
@@ -63,13 +64,14 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
     from evaluate import build_parser, config_from_args
 
-    from medlocker.report.pipeline import CPU, GPU
+    from medlocker.report.presets import CPU, GPU
 
     parse = build_parser().parse_args
     gpu = config_from_args(parse(["--gpu", "--out", "x"]))
     assert gpu == GPU and gpu.model_size == 224 and gpu.archs == CPU.archs
-    same = config_from_args(parse("--cpu --epochs 10 --model-size 224 --device auto --colour-eot jpeg75,resize0.5,median3 "
-                                  "--colour-cell 4 --logo-shrink 0.7 --out x".split()))
+    same = config_from_args(parse(["--cpu", "--epochs", "10", "--model-size", "224", "--device", "auto",
+                                   "--colour-eot", "jpeg75,resize0.5,median3", "--colour-cell", "4",
+                                   "--logo-shrink", "0.7", "--out", "x"]))
     assert same == GPU  # the preset is exactly the documented command
     protection = gpu.configuration("ensemble_learned_colours").protection
     assert protection.texture.views(protection.placement) == ("jpeg75", "resize0.5", "median3")

@@ -27,14 +27,14 @@ import logging
 import sys
 
 from medlocker.cli.common import add_storage_option, storage_options, view_list
-from medlocker.report.pipeline import (
+from medlocker.report.pipeline import run_from_sources
+from medlocker.report.presets import (
     CONFIG_NAMES,
     CPU,
     FULL,
     GPU,
     QUICK,
     REPORT_PROTECTION,
-    run_from_sources,
     with_overrides,
     with_protection,
 )

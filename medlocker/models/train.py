@@ -29,7 +29,7 @@ from medlocker.data.readers import Record, Source
 from medlocker.models.classifier import Classifier
 from medlocker.models.registry import build_classifier
 
-__all__ = ["evaluate_accuracy", "resolve_device", "train_classifier"]
+__all__ = ["evaluate_accuracy", "resize_uint8", "resolve_device", "train_classifier"]
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def _stratified_split(labels: np.ndarray, val_fraction: float, seed: int) -> tup
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
         idx = idx[rng.permutation(len(idx))]
-        k = int(round(len(idx) * val_fraction))
+        k = round(len(idx) * val_fraction)
         if val_fraction > 0 and len(idx) > 1:
             k = min(max(k, 1), len(idx) - 1)
         val.append(idx[:k])
@@ -182,7 +182,7 @@ def train_classifier(
     amp = dev.type == "cuda"
     history: dict[str, Any] = {
         "train_loss": [], "train_accuracy": [], "val_accuracy": [], "epoch_seconds": [],
-        "n_train": int(len(train_idx)), "n_val": int(len(val_idx)),
+        "n_train": len(train_idx), "n_val": len(val_idx),
         "val_keys": [records[i].key for i in val_idx],
     }
     bar = _tqdm(range(epochs), progress, desc=f"training {arch}", unit="epoch")

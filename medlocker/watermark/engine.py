@@ -38,6 +38,7 @@ from torch import nn
 
 from medlocker.watermark.config import ProtectionConfig
 from medlocker.watermark.feasible import (
+    FOV_INSET,
     feasible_positions,
     field_of_view,
     forbidden_mask,
@@ -58,7 +59,7 @@ from medlocker.watermark.optim.texture import refine_textures
 from medlocker.watermark.params import Box, Placement
 from medlocker.watermark.render import logo_tensor, render_candidates
 
-__all__ = ["Result", "protect", "image_generator", "STATUSES"]
+__all__ = ["STATUSES", "Result", "image_generator", "protect"]
 
 log = logging.getLogger(__name__)
 
@@ -158,17 +159,20 @@ def protect(
     with frozen(surrogates, dev), torch.no_grad():
         x = to_float(batch, dev)
         fov = field_of_view(x)
+        # Logos go inside 90 % of the fitted field of view, at any size of the ladder; only an
+        # image with no room there even for the smallest logo falls back to the whole field.
+        inner = field_of_view(x, inset=FOV_INSET)
         objective = Objective(surrogates, place.eot, margin=place.margin,
                               amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
         objective.prime(tuple(x.shape[1:]), dev)  # CUDA: every batch shape once per process
         todo = torch.arange(B)
-        for scale in place.scales:
+        for region, scale in [(r, s) for r in (inner, fov) for s in place.scales]:
             # Images with no room for the logo at this size try the next, smaller one.
             w, h = logo_size(logo, (H, W), scale=scale)
             small = sized.setdefault((w, h), resize_logo(logo, w, h))
             idx = todo.to(dev)
             feasible = feasible_positions(
-                forbidden_mask([lesion_boxes[i] for i in todo.tolist()], fov[idx], margin=place.lesion_margin), w, h)
+                forbidden_mask([lesion_boxes[i] for i in todo.tolist()], region[idx], margin=place.lesion_margin), w, h)
             has = feasible.flatten(1).any(1).cpu()
             sel = todo[has]
             if sel.numel():

@@ -17,20 +17,22 @@ import torch
 from medlocker.watermark.params import Box
 
 __all__ = [
+    "DARK_THRESHOLD",
+    "FOV_INSET",
+    "feasible_positions",
     "field_of_view",
     "forbidden_mask",
-    "feasible_positions",
     "project",
     "sample_feasible",
     "sample_stratified",
     "uniform",
-    "DARK_THRESHOLD",
 ]
 
 DARK_THRESHOLD = 20.0 / 255.0  # fundus background is black up to sensor/JPEG noise
 _MIN_BACKGROUND = 0.02  # below this dark-border fraction the image is not a fundus photo
 _MIN_FOV = 0.05  # a "field of view" smaller than this is a mis-detection: use the whole image
 _MAX_FILL_PASSES = 64
+FOV_INSET = 0.9  # logo pixels stay inside this fraction of the fitted field-of-view radius
 
 Generators = torch.Generator | Sequence[torch.Generator]
 
@@ -46,14 +48,45 @@ def _spread_runs(bg: torch.Tensor, dark: torch.Tensor) -> torch.Tensor:
     return (hit.gather(1, run) > 0).reshape(B, H, W) & dark
 
 
-def field_of_view(images: torch.Tensor, *, threshold: float = DARK_THRESHOLD) -> torch.Tensor:
+def _inset_ellipse(disc: torch.Tensor, inset: float) -> torch.Tensor:
+    """Pixels wholly inside ``inset`` times the axis-aligned ellipse fitted to each ``disc`` mask.
+
+    The ellipse comes from the mask's centroid and second moments (a filled ellipse of
+    semi-axis ``a`` has variance ``a**2 / 4``), so a rim cut by the image edge, a dark
+    red rim or border noise only shrink it; a pixel is kept when its four corners are
+    inside (the ellipse is convex, so then the whole pixel is).
+    """
+    B, H, W = disc.shape
+    m = disc.to(torch.float64)
+    n = m.flatten(1).sum(1).clamp(min=1.0)
+    ys = torch.arange(H, dtype=torch.float64, device=disc.device).view(1, H, 1)
+    xs = torch.arange(W, dtype=torch.float64, device=disc.device).view(1, 1, W)
+    cx = (m * xs).flatten(1).sum(1) / n
+    cy = (m * ys).flatten(1).sum(1) / n
+    vx = (m * (xs - cx.view(B, 1, 1)) ** 2).flatten(1).sum(1) / n
+    vy = (m * (ys - cy.view(B, 1, 1)) ** 2).flatten(1).sum(1) / n
+    rx = (inset * (2.0 * vx.sqrt() - 2.0)).clamp(min=1e-6).view(B, 1, 1)
+    ry = (inset * (2.0 * vy.sqrt() - 2.0)).clamp(min=1e-6).view(B, 1, 1)
+    inside = torch.ones_like(disc)
+    for ox in (-0.5, 0.5):
+        for oy in (-0.5, 0.5):
+            d = ((xs + ox - cx.view(B, 1, 1)) / rx) ** 2 + ((ys + oy - cy.view(B, 1, 1)) / ry) ** 2
+            inside &= d <= 1.0
+    return inside
+
+
+def field_of_view(images: torch.Tensor, *, threshold: float = DARK_THRESHOLD, inset: float = 1.0) -> torch.Tensor:
     """Boolean ``[B, H, W]`` field of view of fundus photographs.
 
     The background is the dark region (max channel < ``threshold``) connected to
     the image border; everything else, including dark lesions and vessels
     inside the disc, is in view (the "fill"). Images with (almost) no dark
     border, or that are almost entirely dark, are not fundus photos: their
-    field of view is the whole image.
+    field of view is the whole image. With ``inset`` < 1 (the placement search
+    asks for :data:`FOV_INSET`) the field of view of a fundus photo is then limited
+    to ``inset`` times the ellipse fitted to the disc
+    (:func:`_inset_ellipse`), so a logo never reaches the rim, where a dark red
+    edge, JPEG noise or rotation corners make the dark border unreliable.
 
     Args:
         images: float ``[B, 3, H, W]`` in ``[0, 1]``.
@@ -75,7 +108,10 @@ def field_of_view(images: torch.Tensor, *, threshold: float = DARK_THRESHOLD) ->
             break
     frac_bg = bg.flatten(1).float().mean(1)
     is_fundus = (frac_bg >= _MIN_BACKGROUND) & (frac_bg <= 1.0 - _MIN_FOV)
-    return torch.where(is_fundus[:, None, None], ~bg, torch.ones_like(bg))
+    disc = ~bg
+    if inset < 1.0:
+        disc = disc & _inset_ellipse(disc, inset)
+    return torch.where(is_fundus[:, None, None], disc, torch.ones_like(bg))
 
 
 def forbidden_mask(boxes: Sequence[Sequence[Box]], fov: torch.Tensor, *, margin: int) -> torch.Tensor:

@@ -11,6 +11,9 @@ them, one per file: :mod:`.texture` (per-image colours at a placement) and
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim.base import (
     Optimizer,
@@ -32,13 +35,30 @@ __all__ = [
     "LinearisedPlacementSearch",
     "OPTIMIZERS",
     "make_optimizer",
+    "register_optimizer",
 ]
 
-OPTIMIZERS: dict[str, type[Optimizer]] = {
+_REGISTRY: dict[str, type[Optimizer]] = {
     "bhe": BasinHoppingEvolution,
     "blackbox": ScanLocalSearch,
     "gradient": LinearisedPlacementSearch,
 }
+OPTIMIZERS: Mapping[str, type[Optimizer]] = MappingProxyType(_REGISTRY)
+"""Name -> optimizer class (read-only; :func:`register_optimizer` adds one)."""
+
+
+def register_optimizer(name: str, cls: type[Optimizer]) -> None:
+    """Make ``cls`` available as ``PlacementConfig(optimizer=name)``.
+
+    For experiments with variants of the built-in searches (``benchmarks/attack.py
+    --gradient-k``) or an owner's own search. The built-in names cannot be replaced, and a
+    name can be registered once; the class must subclass :class:`Optimizer`.
+    """
+    if not (isinstance(cls, type) and issubclass(cls, Optimizer)):
+        raise TypeError(f"optimizer {name!r} must be an Optimizer subclass, got {cls!r}")
+    if name in _REGISTRY and _REGISTRY[name] is not cls:
+        raise ValueError(f"an optimizer named {name!r} is already registered ({_REGISTRY[name].__name__})")
+    _REGISTRY[name] = cls
 
 
 def make_optimizer(name: str, objective: Objective, **kwargs: object) -> Optimizer:
