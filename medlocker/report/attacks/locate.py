@@ -36,7 +36,8 @@ ANGLES: tuple[float, ...] = tuple(float(a) for a in range(-180, 180, 15))
 """Rotations (degrees, counter-clockwise) of the coarse search."""
 
 _MIN_SIDE = 5  # smaller templates match noise
-_MIN_COARSE_SIDE = 10  # templates matched on the downsample keep at least this many px a side
+_MIN_COARSE_SIDE = 10
+_MIN_STD = 6.0  # levels: windows flatter than this under the logo's alpha cannot hold a blended logo  # templates matched on the downsample keep at least this many px a side
 _REFINE_SCALES = (0.84, 0.92, 1.0, 1.08, 1.17)
 _REFINE_ANGLES = (-6.0, -3.0, 0.0, 3.0, 6.0)
 
@@ -182,8 +183,20 @@ def _match(img: np.ndarray, tpl: np.ndarray, down: int) -> tuple[float, int, int
     weight = np.repeat(tpl[..., 3:].astype(np.float32) / 255.0, 3, axis=2)
     if not weight.any():
         return None
-    res = cv2.matchTemplate(img.astype(np.float32), tpl[..., :3].astype(np.float32), cv2.TM_CCOEFF_NORMED,
-                            mask=weight)
-    res[~np.isfinite(res)] = -1.0  # flat patches: undefined correlation
+    x = img.astype(np.float32)
+    res = cv2.matchTemplate(x, tpl[..., :3].astype(np.float32), cv2.TM_CCOEFF_NORMED, mask=weight)
+    # Flat patches (the black border around the field of view, the rim) leave the correlation
+    # undefined or let a few levels of noise correlate perfectly: OpenCV returns NaN, inf, values
+    # outside [-1, 1], or high scores on windows with almost no contrast. A logo blended at any
+    # opacity the packer allows brings contrast of its own, so such windows are not candidates.
+    w1 = np.ascontiguousarray(weight[..., 0])
+    total = float(w1.sum())
+    var = np.zeros(res.shape[:2], np.float64)
+    for c in range(x.shape[2]):  # the alpha-weighted variance of each channel under the template
+        xc = np.ascontiguousarray(x[..., c])
+        mean = cv2.matchTemplate(xc, w1, cv2.TM_CCORR).astype(np.float64) / total
+        var += cv2.matchTemplate(xc * xc, w1, cv2.TM_CCORR) / total - mean * mean
+    flat = var / x.shape[2] < _MIN_STD**2
+    res[~np.isfinite(res) | (np.abs(res) > 1.0 + 1e-3) | flat] = -1.0
     _, score, _, (x, y) = cv2.minMaxLoc(res)
     return float(score), int(x), int(y)
