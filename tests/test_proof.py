@@ -37,7 +37,7 @@ def packed(tmp_path_factory):
     owner.save(tmp / "owner")
     dest, secrets = tmp / "ds", tmp / "secrets"
     pack(source, str(dest), owner=owner, secrets=secrets, surrogates=[model], logo=default_logo(),
-         config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.03, lesion_margin=1),
+         config=PackConfig(search=SearchConfig(optimizer="blackbox", budget=8, logo_scale=0.04, lesion_margin=1),
                            shard_size=3))
     run = OwnerSecrets.load(secrets, owner)
     import webdataset as wds
