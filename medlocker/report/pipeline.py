@@ -193,7 +193,8 @@ def _write_combined(
         transfer, title="Accuracy (%): watermark source x target model")}
     if any(suite_table.values()):
         figures["suite_table"] = fig.accuracy_heatmap(
-            suite_table, title="Held-out accuracy (%): configuration x attack (synthetic data)")
+            suite_table, title="Held-out accuracy (%): configuration x attack (synthetic data)",
+            row_label="protection configuration", col_label="attack (on the public image alone)")
     return write_report(out, report, figures), report
 
 
