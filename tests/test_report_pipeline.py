@@ -84,3 +84,22 @@ def test_presets_and_colour_options_from_the_command_line() -> None:
         config_from_args(parse(["--cpu", "--gpu", "--out", "x"]))
     with pytest.raises(SystemExit):
         parse(["--colour-eot", "jpeg", "--out", "x"])
+
+
+def test_a_preset_with_a_layer_first_still_gets_its_transfer_map(tmp_path) -> None:
+    """The transfer map re-protects with the first configuration's placement alone; with the
+    default preset first (its layer needs the texture) that used to raise after every other stage."""
+    from medlocker.report.presets import Configuration
+    from medlocker.watermark import PRESETS
+
+    standard = PRESETS["standard"].override(budget=4, colour_steps=2, learn_steps=2, learn_images=8)
+    config = RunConfig(
+        n_images=4, n_train=20, size=48, archs=("smallcnn",), surrogates=("smallcnn",), epochs=1,
+        configs=(Configuration("standard", standard),), transfer_sources=("smallcnn",), device="cpu",
+        transforms=("jpeg75",), attacks=(), secondary_attacks=(), suite=("published",),
+    )
+    result = run_from_sources(config, tmp_path, progress=False)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "smallcnn alone" in report["transfer"]
+    assert 0.0 <= report["transfer"]["smallcnn alone"]["smallcnn"] <= 1.0
+    assert result["primary"]["meta"]["config"] == "standard"

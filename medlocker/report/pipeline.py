@@ -154,7 +154,10 @@ def run_from_sources(
 
     transfer: dict[str, dict[str, float]] = {}
     first = seeded(config.configs[0], config)
-    lone = replace(first, texture=replace(first.texture, steps=0), universal=replace(first.universal, mode="fixed"))
+    # The transfer map measures the placement search alone: no texture, no layer (which needs the
+    # texture), the fixed logo.
+    lone = replace(first, texture=replace(first.texture, steps=0), universal=replace(first.universal, mode="fixed"),
+                   layer=replace(first.layer, amplitude=0))
     for src in config.transfer_sources:
         stage(f"transfer: protecting with {src} alone")
         protected, _, _ = _protect(originals, labels, lesion_boxes, models, (src,), lone, config, base_logo, device)
