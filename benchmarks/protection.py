@@ -48,7 +48,6 @@ from medlocker.watermark import (
     resize_logo,
 )
 from medlocker.watermark.config import MARK_SSIM_MIN
-from medlocker.watermark.layer import apply_layer
 
 LUMA = np.array([0.299, 0.587, 0.114])
 
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             plain = resize_logo(logo, r.placement.w, r.placement.h) if logo.shape[:2] != (r.placement.h, r.placement.w) \
                 else logo
             own = plain if r.logo is None else r.logo
-            stored = render_exact(img if r.layer is None else apply_layer(img, r.layer), own, r.placement)
+            stored = r.stored_image(img, logo)
             out.append(stored)
             ssim.append(mark_ssim(img, own, default_logo_at(r.placement), r.placement))
             psnr.append(psnr_outside(img, stored, r.placement.box))

@@ -103,3 +103,7 @@ def test_a_preset_with_a_layer_first_still_gets_its_transfer_map(tmp_path) -> No
     assert "smallcnn alone" in report["transfer"]
     assert 0.0 <= report["transfer"]["smallcnn alone"]["smallcnn"] <= 1.0
     assert result["primary"]["meta"]["config"] == "standard"
+    # The report evaluates the pixels the packer publishes: the layer outside the logo included
+    # (it used to render the logo alone, so every suite figure left the layer out).
+    outside = report["quality"]["psnr_outside_logo"]
+    assert outside["n"] == 4 and outside["n_nonfinite"] < 4 and outside["min"] >= 40.0

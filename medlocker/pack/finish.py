@@ -12,8 +12,7 @@ from typing import TYPE_CHECKING, Any
 from ..crypto import commit, seal_payload
 from ..owner import ParamRecord, param_bytes, png_bytes
 from ..shards import SampleRecord, build_restoration, pixel_digest, sha256_digest
-from ..watermark import Placement, render_exact
-from ..watermark.layer import apply_layer
+from ..watermark import Placement
 
 if TYPE_CHECKING:
     from .read import Loaded
@@ -32,7 +31,7 @@ def finish_sample(run: PackRun, item: Loaded, result: Any, *, clean_correct: boo
         logo, logo_sha256 = result.logo, sha256_digest(own_png)
     layer = result.layer  # the adversarial layer outside the logo, if any: applied first, committed, sealed
     layer_bytes = None if layer is None else layer.to_bytes()
-    png = png_bytes(render_exact(image if layer is None else apply_layer(image, layer), logo, p))
+    png = png_bytes(result.stored_image(image, logo))
     wm_digest = sha256_digest(png)
     payload = seal_payload(
         secrets.content_key,

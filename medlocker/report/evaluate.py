@@ -17,7 +17,8 @@ Sections of the report (all accuracies are fractions in ``[0, 1]``):
   :mod:`~medlocker.report.removal` and the attacker's PSNR inside the true logo
   box; the licensed path (exact restoration) for comparison.
 * ``quality``: PSNR and SSIM of protected vs original, whole image and
-  lesion-free region; lesion pixels changed; logo area and opacity.
+  lesion-free region; PSNR outside the logo box (what an adversarial layer
+  costs); lesion pixels changed; logo area and opacity.
 * ``cost``: model queries per image, wall time per image, device.
 * ``suite``: the attacker suite (:mod:`medlocker.report.attacks`): every
   model's accuracy after every attack, the held-out mean per attack, the worst
@@ -504,10 +505,12 @@ def _licensed(originals: np.ndarray, restored: np.ndarray, *, assumed: bool) -> 
 
 
 def _quality(d: _Data) -> dict[str, Any]:
-    psnr_all, psnr_free, ssim_all, ssim_free, changed = [], [], [], [], []
-    for o, p, lesions in zip(d.originals, d.protected, d.lesion_boxes):
+    psnr_all, psnr_free, psnr_out, ssim_all, ssim_free, changed = [], [], [], [], [], []
+    for o, p, lesions, box in zip(d.originals, d.protected, d.lesion_boxes, d.boxes):
         free = ~boxes_to_mask(lesions, o.shape)
         psnr_all.append(psnr(p, o))
+        if box is not None:  # what the protection changed outside its mark (an adversarial layer)
+            psnr_out.append(psnr(p, o, ~boxes_to_mask([box], o.shape)))
         psnr_free.append(psnr(p, o, free))
         ssim_all.append(ssim(p, o))
         ssim_free.append(ssim(p, o, free))
@@ -515,6 +518,7 @@ def _quality(d: _Data) -> dict[str, Any]:
     return {
         "psnr": summarize(psnr_all),
         "psnr_lesion_free": summarize(psnr_free),
+        "psnr_outside_logo": summarize(psnr_out),
         "ssim": summarize(ssim_all),
         "ssim_lesion_free": summarize(ssim_free),
         "lesion_pixels_changed": {

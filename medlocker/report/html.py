@@ -293,6 +293,7 @@ def _quality_rows(report: Mapping[str, Any]) -> dict[str, Any] | None:
     if not q:
         return None
     rows = [("PSNR, whole image (dB)", q.get("psnr"), 2), ("PSNR, lesion-free region (dB)", q.get("psnr_lesion_free"), 2),
+            ("PSNR outside the logo box (dB)", q.get("psnr_outside_logo"), 2),
             ("SSIM, whole image", q.get("ssim"), 4), ("SSIM, lesion-free region", q.get("ssim_lesion_free"), 4),
             ("logo area (% of image)", q.get("logo_area_pct"), 2), ("opacity (fraction of 255)", q.get("opacity"), 3)]
     lp = q.get("lesion_pixels_changed", {})

@@ -46,7 +46,6 @@ from medlocker.watermark import (
     default_logo,
     learn_logo,
     protect,
-    render_exact,
 )
 from medlocker.watermark.config import ProtectionConfig
 
@@ -220,10 +219,8 @@ def _protect(
                       config=protection, device=device,
                       seeds=list(range(config.n_train, config.n_train + len(labels))))
     placements = [r.placement for r in results]
-    protected = np.stack([  # each image with its own logo where the search gave it one (texture steps)
-        render_exact(img, logo if r.logo is None else r.logo, r.placement) if r.placement is not None else img.copy()
-        for img, r in zip(originals, results)
-    ])
+    # The pixels the packer would publish: the layer, then the image's own logo (or the run's).
+    protected = np.stack([r.stored_image(img, logo) for img, r in zip(originals, results)])
     return protected, placements, [int(r.queries) for r in results]
 
 

@@ -51,13 +51,13 @@ from medlocker.watermark.inputs import (
     image_generator,
     to_float,
 )
-from medlocker.watermark.layer import Layer, layer_offsets_torch
+from medlocker.watermark.layer import Layer, apply_layer, layer_offsets_torch
 from medlocker.watermark.logo import logo_size, resize_logo
 from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim import SearchProblem, frozen, make_optimizer
 from medlocker.watermark.optim.texture import refine_textures
 from medlocker.watermark.params import Box, Placement
-from medlocker.watermark.render import logo_tensor, render_candidates
+from medlocker.watermark.render import logo_tensor, render_candidates, render_exact
 
 __all__ = ["STATUSES", "Result", "image_generator", "protect"]
 
@@ -90,6 +90,15 @@ class Result:
     status: str
     logo: np.ndarray | None = None
     layer: Layer | None = None
+
+    def stored_image(self, image: np.ndarray, logo: np.ndarray) -> np.ndarray:
+        """The pixels the packer publishes for ``image``: its layer applied, then its own logo
+        (else ``logo``, the one passed to :func:`protect`, resized to the placement) rendered
+        exactly. ``image`` unchanged (a copy) when there is no placement."""
+        if self.placement is None:
+            return image.copy()
+        base = image if self.layer is None else apply_layer(image, self.layer)
+        return render_exact(base, logo if self.logo is None else self.logo, self.placement)
 
 
 def _generators(config: ProtectionConfig, batch: np.ndarray, labels: Sequence[int],
