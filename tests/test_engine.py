@@ -262,3 +262,22 @@ def test_colour_cell_gives_a_low_frequency_texture() -> None:
         assert not np.array_equal(b.logo[..., :3], logo[: b.logo.shape[0], : b.logo.shape[1], :3])  # but recoloured
     with pytest.raises(ValueError, match="cell"):
         TextureConfig(cell=0)
+
+
+def test_input_diversity_keeps_textures_batch_invariant_and_the_flags_on_the_stored_bytes() -> None:
+    models = [toy_model(0), toy_model(1)]
+    images, labels = toy_images(5, seed=35)
+    cfg = P(TextureConfig(steps=6, margin=50.0, diversity=0.2), optimizer="gradient", budget=20, logo_scale=0.0625)
+    run = lambda idx: protect(images[idx], [labels[i] for i in idx], [[] for _ in idx], models,
+                              logo=toy_logo(), config=cfg, device="cpu", seeds=[10 + i for i in idx])
+    together, alone = run([0, 1, 2, 3, 4]), run([3])
+    assert together[3].placement == alone[0].placement and together[3].queries == alone[0].queries
+    assert np.array_equal(together[3].logo, alone[0].logo)  # the per-step draw does not depend on the batch
+    plain = protect(images, labels, [[]] * 5, models, logo=toy_logo(), device="cpu", seeds=list(range(10, 15)),
+                    config=replace(cfg, texture=replace(cfg.texture, diversity=0.0)))
+    assert any(not np.array_equal(a.logo, b.logo) for a, b in zip(together, plain) if a.logo is not None)
+    for img, y, r in zip(images, labels, together):
+        m = recheck(models, r.stored_image(img, toy_logo()), y)
+        assert r.success == (m < 0) and abs(m - r.margin) < 1e-4  # decided on the identity view of the bytes
+    with pytest.raises(ValueError, match="diversity"):
+        TextureConfig(diversity=1.0)

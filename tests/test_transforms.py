@@ -32,3 +32,22 @@ def test_eot_views_are_differentiable_and_faithful() -> None:
         assert torch.allclose(get_view(name)(c), c, atol=1e-6), name
     with pytest.raises(ValueError, match="valid"):
         get_view("jpeg101")
+
+
+def test_input_diversity_is_one_draw_per_step_shared_by_every_row() -> None:
+    from medlocker.watermark.transforms import diverse
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(3, 3, 40, 52, generator=g) + 0.1  # no pixel is black before the shrink
+    assert diverse(x, 5, 0.0) is x  # off
+    y = diverse(x, 5, 0.2)
+    assert y.shape == x.shape
+    assert torch.equal(diverse(x[1:2], 5, 0.2), y[1:2])  # a row's view does not depend on its batch
+    assert torch.equal(diverse(x, 5, 0.2), y)  # deterministic
+    draws = {tuple((diverse(x[:1], k, 0.2)[0, 0] == 0).sum(dim=0).tolist()) for k in range(8)}
+    assert len(draws) > 1  # the scale and offset change from step to step
+    black = (y == 0).all(1)  # the padding is the black surround; shrunk by at most 20 %
+    assert black.any() and (~black).sum(dim=(1, 2)).min() >= int(0.8 * 40) * int(0.8 * 52)
+    xr = x.clone().requires_grad_(True)
+    diverse(xr, 2, 0.2).sum().backward()
+    assert xr.grad.abs().sum() > 0

@@ -127,6 +127,10 @@ class TextureConfig:
             the mark keeps its light and dark structure and stays readable as the owner's
             logo; None: any colour (``sigmoid(logit(base) + offset)``), which can turn the
             mark into coloured noise.
+        diversity: each step sees the render shrunk by a factor in ``[1 - diversity, 1]`` and
+            shifted (:func:`~medlocker.watermark.transforms.diverse`, one draw per step): input
+            diversity, which makes the texture and the layer transfer to models that were not
+            in the search, at no extra query. 0 = off.
     """
 
     steps: int = 0
@@ -135,8 +139,11 @@ class TextureConfig:
     eot: tuple[str, ...] | None = None
     lr: float = 0.15
     max_change: int | None = None
+    diversity: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.diversity < 1.0:
+            raise ValueError(f"texture diversity must be in [0, 1), got {self.diversity}")
         if self.max_change is not None and not 1 <= self.max_change <= 255:
             raise ValueError(f"texture max_change must be in 1..255 or None, got {self.max_change}")
         if self.steps < 0 or self.margin < 0 or self.lr <= 0:
@@ -352,7 +359,7 @@ FLAT_NAMES: Mapping[str, tuple[str, str]] = MappingProxyType({
     "learn_steps": ("universal", "steps"), "learn_images": ("universal", "images"),
     "colour_steps": ("texture", "steps"), "colour_margin": ("texture", "margin"),
     "colour_eot": ("texture", "eot"), "colour_cell": ("texture", "cell"),
-    "colour_max_change": ("texture", "max_change"),
+    "colour_max_change": ("texture", "max_change"), "colour_diversity": ("texture", "diversity"),
     "layer_amplitude": ("layer", "amplitude"), "layer_cell": ("layer", "cell"),
     "seed": ("", "seed"), "amp": ("", "amp"), "batch_size": ("", "batch_size"),
 })

@@ -210,7 +210,7 @@ def protect(
             own, taken, grids = refine_textures(
                 x, lab, placements, sized, texture_objective, steps=tex.steps, cell=tex.cell, lr=tex.lr,
                 batch_size=config.batch_size, max_change=tex.max_change, layer_masks=masks,
-                layer_amplitude=config.layer.amplitude, layer_cell=config.layer.cell)
+                layer_amplitude=config.layer.amplitude, layer_cell=config.layer.cell, diversity=tex.diversity)
             per_step = texture_objective.cost + (len(surrogates) if masks is not None else 0)
             queries += torch.tensor(taken, dtype=torch.long) * per_step
             if masks is not None:

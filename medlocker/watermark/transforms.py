@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-__all__ = ["View", "get_view", "VIEW_NAMES"]
+__all__ = ["View", "get_view", "VIEW_NAMES", "diverse"]
 
 View = Callable[[torch.Tensor], torch.Tensor]
 VIEW_NAMES = ("identity", "resize<f>", "blur", "median3", "crop", "jpeg<q>")
@@ -110,6 +110,28 @@ class _StraightThroughJPEG(torch.autograd.Function):
 def jpeg(x: torch.Tensor, quality: int = 75) -> torch.Tensor:
     """JPEG at ``quality``; backward is the identity (straight-through)."""
     return _StraightThroughJPEG.apply(x, quality)
+
+
+def diverse(x: torch.Tensor, step: int, strength: float) -> torch.Tensor:
+    """Input diversity (Xie et al., 2019): ``x`` shrunk by a factor in ``[1 - strength, 1]`` and
+    zero-padded back to its size at an offset, both drawn from ``step`` alone.
+
+    Every row of a batch gets the same draw at the same step, so a result does not depend
+    on which images share a batch; a different draw each step keeps an iterative attack
+    from fitting the surrogates at one exact scale and alignment, which is what makes its
+    perturbation transfer to other models. Zero padding is the fundus's black surround.
+    ``strength`` 0: ``x`` itself.
+    """
+    if strength <= 0:
+        return x
+    g = torch.Generator().manual_seed(0x6D6C_0D1 + int(step))
+    H, W = x.shape[-2:]
+    s = 1.0 - float(strength) * float(torch.rand((), generator=g))
+    h, w = max(1, round(H * s)), max(1, round(W * s))
+    dy = int(torch.randint(0, H - h + 1, (), generator=g))
+    dx = int(torch.randint(0, W - w + 1, (), generator=g))
+    small = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+    return F.pad(small, (dx, W - w - dx, dy, H - h - dy))
 
 
 def get_view(name: str) -> View:

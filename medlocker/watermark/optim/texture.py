@@ -37,6 +37,7 @@ from medlocker.watermark.objective import Objective
 from medlocker.watermark.optim.base import frozen
 from medlocker.watermark.params import Placement
 from medlocker.watermark.render import logo_tensor, render_candidates
+from medlocker.watermark.transforms import diverse
 
 if TYPE_CHECKING:
     from medlocker.watermark.config import ProtectionConfig
@@ -92,7 +93,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
                     sized: dict[tuple[int, int], np.ndarray], objective: Objective, *, steps: int, cell: int,
                     lr: float, batch_size: int, max_change: int | None = None,
                     layer_masks: torch.Tensor | None = None, layer_amplitude: int = 0, layer_cell: int = 8,
-                    ) -> tuple[list[np.ndarray | None], list[int], list[np.ndarray | None]]:
+                    diversity: float = 0.0) -> tuple[list[np.ndarray | None], list[int], list[np.ndarray | None]]:
     """Per-image logo RGB at fixed placements; ``x`` float ``[B, 3, H, W]`` on the device.
 
     Args:
@@ -100,7 +101,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
         placements: per image (None: skipped).
         sized: the logo at each placement size ``(w, h)``.
         objective: the texture's objective (its views and margin).
-        steps, cell, lr, batch_size, max_change: see :class:`~medlocker.watermark.config.TextureConfig`.
+        steps, cell, lr, batch_size, max_change, diversity: see :class:`~medlocker.watermark.config.TextureConfig`.
         layer_masks: bool ``[B, H, W]``, where each image's layer may change pixels (None: no layer).
         layer_amplitude, layer_cell: see :class:`~medlocker.watermark.config.LayerConfig`.
 
@@ -142,7 +143,7 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
             masks = layer_masks[index].unsqueeze(1).to(x.dtype) if layered else None
             done_steps = torch.zeros(n, dtype=torch.long, device=dev)
             active = torch.ones(n, dtype=torch.bool, device=dev)
-            for _ in range(steps):
+            for k in range(steps):
                 idx = active.nonzero().squeeze(1)
                 if idx.numel() == 0:
                     break
@@ -155,12 +156,13 @@ def refine_textures(x: torch.Tensor, labels: torch.Tensor, placements: Sequence[
                         xl = (x[index[idx]] + d * masks[idx] / 255.0).clamp(0.0, 1.0)
                         rows = torch.arange(idx.numel(), device=dev)
                         rendered = render_candidates(xl, rgba, rows, xy[idx], op[idx])
-                        loss = objective.loss(rendered, labels[index[idx]]).loss
-                        loss = loss + objective.loss(fill_box(rendered, xy[idx], w, h), labels[index[idx]]).loss
+                        filled = fill_box(rendered, xy[idx], w, h)
+                        loss = objective.loss(diverse(rendered, k, diversity), labels[index[idx]]).loss
+                        loss = loss + objective.loss(diverse(filled, k, diversity), labels[index[idx]]).loss
                         g, g_layer = torch.autograd.grad(loss.sum(), (th, la))
                     else:
-                        loss = objective.loss(render_candidates(x, rgba, index[idx], xy[idx], op[idx]),
-                                              labels[index[idx]]).loss
+                        rendered = render_candidates(x, rgba, index[idx], xy[idx], op[idx])
+                        loss = objective.loss(diverse(rendered, k, diversity), labels[index[idx]]).loss
                         (g,) = torch.autograd.grad(loss.sum(), th)
                 done_steps[idx] += 1
                 done = loss.detach() <= floor + 1e-6  # past the margin everywhere: keep these colours
@@ -228,4 +230,4 @@ def refine_colors(
                               amp=config.amp and dev.type == "cuda", batch_size=config.batch_size)
         return refine_textures(x, y, placements, sized, objective, steps=steps, cell=tex.cell,
                                lr=tex.lr if lr is None else float(lr), batch_size=config.batch_size,
-                               max_change=tex.max_change)[0]
+                               max_change=tex.max_change, diversity=tex.diversity)[0]
